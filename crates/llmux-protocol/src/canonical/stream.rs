@@ -123,6 +123,10 @@ impl ResponseBuilder {
         self.resp.reasoning.push(b.clone());
     }
 
+    pub fn upstream_id(&self) -> Option<&str> {
+        self.resp.upstream_id.as_deref()
+    }
+
     pub fn error(&self) -> Option<&StreamError> {
         self.error.as_ref()
     }

@@ -1,0 +1,78 @@
+//! The command line: `llmux serve`, `keys`, `credits`, `sim`. Every subcommand reads the same
+//! configuration (`--config FILE` or `LLMUX_CONFIG`, accepted before or after the
+//! subcommand's own flags), so the CLI works on the database `serve` uses.
+
+mod keys;
+mod serve;
+mod sim;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "llmux",
+    version,
+    about = "A self-hostable OpenRouter: one OpenAI-compatible API over many LLM providers"
+)]
+pub struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, global = true, env = "LLMUX_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Database URL (`sqlite://FILE` or `postgres://...`), overriding the configuration.
+    #[arg(long, global = true, env = "LLMUX_DATABASE")]
+    pub database: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway.
+    Serve(serve::ServeArgs),
+    /// Create, list and disable API keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Add credits to an account.
+    #[command(subcommand)]
+    Credits(keys::CreditsCommand),
+    /// Run a simulated provider (OpenAI protocol) for tests, benchmarks and demos.
+    Sim(sim::SimArgs),
+}
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LLMUX_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = Config::load(
+                cli.config.as_deref(),
+                args.listen.as_deref(),
+                cli.database.as_deref(),
+            )?;
+            serve::serve(config, args.demo).await
+        }
+        Command::Keys(cmd) => {
+            let config = Config::load(cli.config.as_deref(), None, cli.database.as_deref())?;
+            keys::run_keys(&config, cmd).await
+        }
+        Command::Credits(cmd) => {
+            let config = Config::load(cli.config.as_deref(), None, cli.database.as_deref())?;
+            keys::run_credits(&config, cmd).await
+        }
+        Command::Sim(args) => sim::run(args).await,
+    }
+}

@@ -1,0 +1,119 @@
+//! `llmux serve`: start the gateway (and, with `--demo`, a simulated provider for every
+//! catalog model).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::billing::{Billing, keys};
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::demo::{self, DemoProviders};
+use crate::metering::{Meter, estimate};
+use crate::pipeline::Gateway;
+use crate::providers::Upstream;
+use crate::storage::{Store, redact};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (`host:port`), overriding the configuration.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Serve every catalog model through a built-in simulated provider (no keys needed).
+    #[arg(long)]
+    pub demo: bool,
+}
+
+/// How long a graceful shutdown waits for open requests (long streams) before closing them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    let store = Store::open(&config.database_url).await?;
+    let demo_providers = if demo {
+        Some(DemoProviders::start().await?)
+    } else {
+        None
+    };
+    let catalog = Arc::new(Catalog::build(&config, demo_providers.as_ref())?);
+    let node = keys::random_id("node-");
+    let billing = Billing::new(store.clone(), node.clone()).await?;
+    billing.spawn_sync();
+    let (meter, writer) = Meter::start(store.clone(), &config.metering, node.clone());
+    estimate::warm_up();
+    let upstream = Upstream::new(&catalog)?;
+    let demo_key = match demo {
+        true => Some(demo::ensure_demo_key(&store, &config.data_dir, &node).await?),
+        false => None,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let routable = catalog.routable_models().count();
+    let gw = Arc::new(Gateway {
+        config,
+        catalog,
+        billing,
+        meter,
+        upstream,
+        store: store.clone(),
+    });
+
+    println!("llmux listening on http://{addr}");
+    println!("  database: {}", redact(&gw.config.database_url));
+    println!("  models with endpoints: {routable}");
+    if let Some(k) = &demo_key {
+        println!(
+            "  demo: every model is served by a simulated provider (no real provider is called)"
+        );
+        println!("  demo key: {k}");
+        println!(
+            "  try: curl http://{addr}/api/v1/chat/completions -H 'Authorization: Bearer {k}' \\\n         -H 'Content-Type: application/json' -d '{{\"model\":\"deepseek/deepseek-v3.2\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'"
+        );
+    }
+
+    let app = crate::server::router(gw.clone());
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing open requests");
+        let _ = signalled_tx.send(());
+    });
+    let grace = async {
+        let _ = signalled_rx.await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        r = server => r?,
+        _ = grace => tracing::warn!("open requests did not finish within {SHUTDOWN_GRACE:?}; closing them"),
+    }
+    // Every record of an answered request is written before the process ends.
+    gw.meter.flush().await;
+    drop(gw);
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    store.close().await;
+    if let Some(d) = demo_providers {
+        d.sim.abort();
+    }
+    Ok(())
+}

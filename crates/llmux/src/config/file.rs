@@ -1,0 +1,133 @@
+//! The configuration file's shape, deserialized strictly (unknown keys are errors).
+//! This is the contract the README documents; extend it, never rename.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub metering: MeteringSection,
+    #[serde(default)]
+    pub providers: Vec<ProviderSection>,
+    #[serde(default)]
+    pub models: Vec<ModelSection>,
+    #[serde(default)]
+    pub endpoints: Vec<EndpointSection>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// `host:port` to listen on (default `127.0.0.1:8080`).
+    pub listen: Option<String>,
+    /// `sqlite://FILE` (relative to this file) or `postgres://...`.
+    pub database: Option<String>,
+    /// Where the default SQLite database and demo files live.
+    pub data_dir: Option<PathBuf>,
+    /// Largest accepted request body (default 32 MiB); larger bodies get 413.
+    pub max_body_bytes: Option<usize>,
+    /// While a stream waits for its first token, an SSE comment is sent this often (default
+    /// 3000 ms), so clients with short read timeouts do not give up.
+    pub stream_keepalive_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeteringSection {
+    /// How often pending generation records are written (default 200 ms). A hard crash loses
+    /// at most the records of this interval.
+    pub flush_interval_ms: Option<u64>,
+    /// Records per database transaction (default 1000).
+    pub batch_size: Option<usize>,
+    /// Records allowed to wait for the database before new requests are refused with 503
+    /// (default 200000). Accepted records are never dropped.
+    pub max_pending: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    /// Identifier used in `provider.order/only/ignore` and in responses.
+    pub slug: String,
+    /// Display name (defaults to the slug).
+    pub name: Option<String>,
+    /// Wire protocol: `openai`, `anthropic` or `gemini`.
+    pub api: String,
+    /// The provider's API root, e.g. `https://api.deepseek.com/v1`.
+    pub base_url: String,
+    /// Environment variable holding the upstream API key.
+    pub api_key_env: Option<String>,
+    /// For `api = "openai"`: which family of OpenAI-compatible server this is
+    /// (`openai`, `openrouter`, `deepseek`, `generic`); guessed from the slug when absent.
+    pub dialect: Option<String>,
+    /// Ask for usage in streams (`stream_options.include_usage`, default true).
+    pub stream_usage: Option<bool>,
+    /// Extra headers sent upstream with every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Seconds to establish a connection (default 10).
+    pub connect_timeout_secs: Option<u64>,
+    /// Seconds until the first token (streams) or the whole answer (non-streaming) (default 300).
+    pub timeout_secs: Option<u64>,
+    /// Seconds a stream may stay silent between chunks (default 120).
+    pub idle_timeout_secs: Option<u64>,
+    /// Speak HTTP/2 without TLS negotiation (for h2c upstreams such as some vLLM setups).
+    #[serde(default)]
+    pub http2_prior_knowledge: bool,
+    /// Marks the provider as a simulation (the demo's providers are).
+    #[serde(default)]
+    pub simulated: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// `author/slug`.
+    pub id: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub context_length: Option<u64>,
+    /// Country of origin of the author (ISO code), when the author is not in the catalog.
+    pub origin: Option<String>,
+    pub input_modalities: Option<Vec<String>>,
+    pub output_modalities: Option<Vec<String>>,
+    pub supported_parameters: Option<Vec<String>>,
+    pub hugging_face_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSection {
+    /// Catalog model id this endpoint serves.
+    pub model: String,
+    /// Provider slug.
+    pub provider: String,
+    /// The provider's own name for the model.
+    pub upstream_model: String,
+    #[serde(default)]
+    pub pricing: PricingSection,
+    pub context_length: Option<u64>,
+    pub max_completion_tokens: Option<u64>,
+    pub max_prompt_tokens: Option<u64>,
+    pub quantization: Option<String>,
+    pub supported_parameters: Option<Vec<String>>,
+}
+
+/// Prices in USD per million tokens (`request` and `image`: USD per request / per image).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricingSection {
+    pub prompt: Option<String>,
+    pub completion: Option<String>,
+    pub input_cache_read: Option<String>,
+    pub input_cache_write: Option<String>,
+    pub internal_reasoning: Option<String>,
+    pub request: Option<String>,
+    pub image: Option<String>,
+}

@@ -1,0 +1,199 @@
+//! Configuration: the file's shape ([`file`]), read strictly, then checked into the runtime
+//! settings the rest of llmux uses. Providers, models and endpoints from the file are merged
+//! into the catalog by [`crate::catalog`].
+
+pub mod file;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+pub use file::{ConfigFile, EndpointSection, ModelSection, PricingSection, ProviderSection};
+
+/// Runtime settings, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the file came from (None: defaults only).
+    pub path: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub data_dir: PathBuf,
+    pub max_body_bytes: usize,
+    /// While a stream waits for its first token, send an SSE comment this often.
+    pub stream_keepalive: Duration,
+    pub metering: MeteringSettings,
+    pub file: ConfigFile,
+}
+
+#[derive(Debug, Clone)]
+pub struct MeteringSettings {
+    /// Records are written at least this often (the most a hard crash can lose).
+    pub flush_interval: Duration,
+    pub batch_size: usize,
+    /// Above this many records waiting for the database, new requests are refused (503)
+    /// rather than records dropped.
+    pub max_pending: usize,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 << 20;
+
+/// The data directory used when neither the config nor `--database` names a database:
+/// `$LLMUX_DATA_DIR`, else `$XDG_DATA_HOME/llmux`, else `~/.local/share/llmux`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("LLMUX_DATA_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("llmux");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/llmux"),
+        None => PathBuf::from("llmux-data"),
+    }
+}
+
+impl Config {
+    /// Load `path` (or defaults), then apply command-line overrides.
+    pub fn load(
+        path: Option<&Path>,
+        listen: Option<&str>,
+        database: Option<&str>,
+    ) -> anyhow::Result<Config> {
+        let file = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config {}", p.display()))?;
+                toml::from_str::<ConfigFile>(&text)
+                    .with_context(|| format!("in config {}", p.display()))?
+            }
+            None => ConfigFile::default(),
+        };
+        Self::from_file(file, path, listen, database)
+    }
+
+    pub fn from_file(
+        file: ConfigFile,
+        path: Option<&Path>,
+        listen: Option<&str>,
+        database: Option<&str>,
+    ) -> anyhow::Result<Config> {
+        let s = &file.server;
+        let listen_str = listen.or(s.listen.as_deref()).unwrap_or(DEFAULT_LISTEN);
+        let listen: SocketAddr = listen_str
+            .parse()
+            .with_context(|| format!("listen address {listen_str:?} (expected host:port)"))?;
+        let data_dir = match &s.data_dir {
+            Some(d) => resolve_relative(path, d),
+            None => default_data_dir(),
+        };
+        let database_url = match database.or(s.database.as_deref()) {
+            Some(u) => normalize_database_url(u, path)?,
+            None => format!("sqlite://{}", data_dir.join("llmux.db").display()),
+        };
+        let m = &file.metering;
+        let metering = MeteringSettings {
+            flush_interval: Duration::from_millis(m.flush_interval_ms.unwrap_or(200)),
+            batch_size: m.batch_size.unwrap_or(1000).max(1),
+            max_pending: m.max_pending.unwrap_or(200_000).max(1),
+        };
+        if metering.flush_interval.is_zero() {
+            bail!("metering.flush_interval_ms must be positive");
+        }
+        Ok(Config {
+            path: path.map(Path::to_path_buf),
+            listen,
+            database_url,
+            data_dir,
+            max_body_bytes: s.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            stream_keepalive: Duration::from_millis(s.stream_keepalive_ms.unwrap_or(3000).max(100)),
+            metering,
+            file,
+        })
+    }
+}
+
+fn resolve_relative(config_path: Option<&Path>, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        return p.to_path_buf();
+    }
+    match config_path.and_then(Path::parent) {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+/// `sqlite://relative.db` in a config file is relative to the file's directory, so the CLI and
+/// the server find the same database wherever they are started from.
+fn normalize_database_url(url: &str, config_path: Option<&Path>) -> anyhow::Result<String> {
+    if let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        let (file, query) = rest
+            .split_once('?')
+            .map_or((rest, None), |(f, q)| (f, Some(q)));
+        if file.is_empty() || file == ":memory:" {
+            return Ok(url.to_string());
+        }
+        let p = resolve_relative(config_path, Path::new(file));
+        return Ok(match query {
+            Some(q) => format!("sqlite://{}?{q}", p.display()),
+            None => format!("sqlite://{}", p.display()),
+        });
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(url.to_string());
+    }
+    bail!("database {url:?}: expected sqlite://FILE or postgres://...")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_contract() {
+        let text = r#"
+[server]
+listen = "127.0.0.1:8080"
+database = "sqlite://llmux.db"
+
+[[providers]]
+slug = "deepseek"
+name = "DeepSeek"
+api = "openai"
+base_url = "https://api.deepseek.com/v1"
+api_key_env = "DEEPSEEK_API_KEY"
+
+[[models]]
+id = "acme/tiny-1"
+name = "Acme Tiny 1"
+context_length = 32768
+
+[[endpoints]]
+model = "deepseek/deepseek-v3.2"
+provider = "deepseek"
+upstream_model = "deepseek-chat"
+pricing = { prompt = "0.28", completion = "0.42", input_cache_read = "0.028" }
+context_length = 131072
+"#;
+        let file: ConfigFile = toml::from_str(text).unwrap();
+        let c =
+            Config::from_file(file, Some(Path::new("/etc/llmux/llmux.toml")), None, None).unwrap();
+        assert_eq!(c.database_url, "sqlite:///etc/llmux/llmux.db");
+        assert_eq!(c.file.providers[0].slug, "deepseek");
+        assert_eq!(
+            c.file.endpoints[0].pricing.input_cache_read.as_deref(),
+            Some("0.028")
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = toml::from_str::<ConfigFile>("[server]\nlisten_addr = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+    }
+}

@@ -1,0 +1,119 @@
+//! Demo mode (`llmux serve --demo`): a simulated provider started in-process, serving every
+//! catalog model at its catalog price, so the whole system works offline. Everything it
+//! serves is labelled simulated (provider names, `/models`, `/providers`).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use llmux_protocol::openai::Dialect;
+use llmux_sim::{Directives, SimConfig, SimHandle};
+
+use crate::billing::admin::{self, KeySpec};
+use crate::catalog::{Api, Credential, Endpoint, Model, Provider};
+use crate::money::Money;
+use crate::storage::Store;
+
+pub const SIM_OPENAI: &str = "sim-openai";
+
+pub struct DemoProviders {
+    pub providers: Vec<Provider>,
+    pub sim: SimHandle,
+}
+
+fn sim_provider(slug: &str, name: &str, api: Api, base_url: String) -> Provider {
+    Provider {
+        slug: slug.to_string(),
+        name: name.to_string(),
+        api,
+        base_url,
+        credential: Credential::None,
+        dialect: Dialect::Generic,
+        stream_usage: true,
+        headers: Vec::new(),
+        connect_timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(120),
+        idle_timeout: Duration::from_secs(60),
+        http2_prior_knowledge: false,
+        simulated: true,
+    }
+}
+
+impl DemoProviders {
+    /// Start the simulator on a free local port.
+    pub async fn start() -> anyhow::Result<DemoProviders> {
+        let sim = llmux_sim::spawn(
+            "127.0.0.1:0".parse()?,
+            SimConfig {
+                defaults: Directives {
+                    ttft_ms: 250,
+                    tokens_per_sec: 80.0,
+                    tokens: 40,
+                    ..Default::default()
+                },
+                prompt_cache: true,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let providers = vec![sim_provider(
+            SIM_OPENAI,
+            "Simulated (OpenAI protocol)",
+            Api::OpenAi,
+            format!("{}/v1", sim.base_url()),
+        )];
+        Ok(DemoProviders { providers, sim })
+    }
+
+    /// The demo endpoint for a catalog model: the simulator, at the model's catalog price.
+    pub fn endpoint_for(
+        &self,
+        m: &Model,
+        providers: &HashMap<String, Arc<Provider>>,
+    ) -> Option<Endpoint> {
+        if m.reference_pricing.variable {
+            return None;
+        }
+        let provider = providers.get(SIM_OPENAI)?.clone();
+        Some(Endpoint {
+            model_id: m.id.clone(),
+            model_name: m.name.clone(),
+            provider,
+            upstream_model: m.id.clone(),
+            pricing: m.reference_pricing.clone(),
+            context_length: m.top_provider.context_length.or(m.context_length),
+            max_completion_tokens: m.top_provider.max_completion_tokens,
+            max_prompt_tokens: None,
+            quantization: None,
+            supported_parameters: m.supported_parameters.clone(),
+        })
+    }
+}
+
+/// The demo's key: reused from `DATA_DIR/demo-key` while it is valid, else created with $10
+/// of credits.
+pub async fn ensure_demo_key(store: &Store, data_dir: &Path, node: &str) -> anyhow::Result<String> {
+    let path = data_dir.join("demo-key");
+    if let Ok(k) = std::fs::read_to_string(&path) {
+        let k = k.trim().to_string();
+        if let Some(row) = store.key(&crate::billing::keys::hash(&k)).await? {
+            if !row.disabled {
+                return Ok(k);
+            }
+        }
+    }
+    let created = admin::create_key(
+        store,
+        &KeySpec {
+            name: "demo".into(),
+            credits: Some(Money::parse_usd("10")?),
+            ..Default::default()
+        },
+        node,
+    )
+    .await?;
+    std::fs::create_dir_all(data_dir)?;
+    std::fs::write(&path, format!("{}\n", created.key))?;
+    Ok(created.key)
+}

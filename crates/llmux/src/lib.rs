@@ -1,0 +1,22 @@
+//! llmux: a self-hostable OpenRouter. One OpenAI-compatible API in front of many providers,
+//! with keys and credits, exact per-token billing, and the usage data behind rankings.
+//!
+//! See `ARCHITECTURE.md` for the flow and where each part lives.
+
+#![forbid(unsafe_code)]
+#![recursion_limit = "256"]
+
+pub mod billing;
+pub mod catalog;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod inbound;
+pub mod metering;
+pub mod money;
+pub mod pipeline;
+pub mod providers;
+pub mod router;
+pub mod server;
+pub mod storage;

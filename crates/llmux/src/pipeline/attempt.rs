@@ -1,0 +1,150 @@
+//! What the attempt loops share: building an endpoint's request, recording each attempt, and
+//! turning the final failure into the client's error.
+
+use std::time::Instant;
+
+use http::{HeaderValue, header};
+use llmux_protocol::canonical::{Finish, Usage};
+use serde_json::json;
+
+use super::Job;
+use crate::catalog::{Endpoint, Model};
+use crate::metering::{Charge, GenerationRecord, ProviderResponse};
+use crate::money::Money;
+use crate::providers::{Adapter, BuildContext, UpstreamError, UpstreamRequest, adapter_for};
+use crate::server::error::ApiError;
+
+/// Why an endpoint could not serve.
+pub(super) enum Failure {
+    /// The upstream failed (or was unreachable).
+    Upstream {
+        provider: String,
+        error: UpstreamError,
+    },
+    /// The request cannot be expressed in this endpoint's protocol.
+    Unsupported(String),
+}
+
+impl Failure {
+    pub fn retryable(&self) -> bool {
+        match self {
+            Failure::Upstream { error, .. } => error.is_retryable(),
+            // Another provider may speak a protocol that can express the request.
+            Failure::Unsupported(_) => true,
+        }
+    }
+}
+
+/// The adapter and the upstream request for one attempt.
+pub(super) fn build(
+    job: &Job,
+    e: &Endpoint,
+    stream: bool,
+) -> Result<(&'static dyn Adapter, UpstreamRequest), Failure> {
+    let adapter = adapter_for(e.provider.api);
+    let ctx = BuildContext {
+        endpoint: e,
+        stream,
+        same_protocol: job.format.same_protocol(e.provider.api),
+    };
+    adapter
+        .build(&job.req, &ctx)
+        .map(|r| (adapter, r))
+        .map_err(|err| Failure::Unsupported(err.to_string()))
+}
+
+/// Note one attempt in `provider_responses`.
+pub(super) fn note(
+    rec: &mut GenerationRecord,
+    e: &Endpoint,
+    started: Instant,
+    failure: Option<&Failure>,
+) {
+    let (status, error) = match failure {
+        None => (Some(200), None),
+        Some(Failure::Upstream { error, .. }) => (error.status(), Some(error.message.clone())),
+        Some(Failure::Unsupported(m)) => (None, Some(m.clone())),
+    };
+    rec.provider_responses.push(ProviderResponse {
+        provider: e.provider.slug.clone(),
+        endpoint: e.upstream_model.clone(),
+        status,
+        latency_ms: started.elapsed().as_millis() as i64,
+        error,
+    });
+}
+
+/// The error the client sees when every attempt failed.
+pub(super) fn final_error(last: Option<Failure>, rec: &GenerationRecord) -> ApiError {
+    let previous: Vec<_> = rec
+        .provider_responses
+        .iter()
+        .map(|r| json!({"provider": r.provider, "status": r.status, "message": r.error}))
+        .collect();
+    match last {
+        None => ApiError::not_found("No endpoints available"),
+        Some(Failure::Unsupported(m)) => ApiError::bad_request(m),
+        Some(Failure::Upstream { provider, error }) => {
+            let status = http::StatusCode::from_u16(error.client_status())
+                .unwrap_or(http::StatusCode::BAD_GATEWAY);
+            let message = match error.kind {
+                crate::providers::UpstreamErrorKind::Timeout => {
+                    format!("{provider}: timed out: {}", error.message)
+                }
+                _ => format!("{provider}: {}", error.message),
+            };
+            let mut err = ApiError::new(status, message).with_metadata(json!({
+                "provider_name": provider,
+                "raw": error.message,
+                "error_type": error.error_type(),
+                "previous_errors": previous,
+            }));
+            if let Some(ra) = error.retry_after.filter(|_| status.as_u16() == 429) {
+                if let Ok(v) = HeaderValue::from_str(&ra.as_secs().to_string()) {
+                    err = err.with_header(header::RETRY_AFTER, v);
+                }
+            }
+            err
+        }
+    }
+}
+
+/// Fill the record for a generation served by `e`, settle the reservation, and return the
+/// amount charged.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn settle_served(
+    job: &mut Job,
+    model: &Model,
+    e: &Endpoint,
+    usage: Usage,
+    estimated: bool,
+    finish: Option<&Finish>,
+    upstream_id: Option<String>,
+    reservation: crate::billing::Reservation,
+) -> Money {
+    let cost = e
+        .pricing
+        .cost(&usage, super::accounting::image_count(&job.req));
+    let charged = super::accounting::charge_for(cost, &usage, finish.map(|f| f.reason));
+    reservation.settle(charged);
+    let rec = &mut job.rec;
+    rec.model = Some(model.id.clone());
+    rec.provider = Some(e.provider.slug.clone());
+    rec.provider_name = Some(e.provider.name.clone());
+    rec.upstream_model = Some(e.upstream_model.clone());
+    rec.upstream_id = upstream_id;
+    rec.finish_reason = finish.map(|f| f.reason.as_str().to_string());
+    rec.native_finish_reason = finish.and_then(|f| f.native.clone());
+    rec.upstream_cost = usage.upstream_cost.clone();
+    rec.usage = usage;
+    rec.usage_estimated = estimated;
+    rec.cost = charged;
+    if charged != Money::ZERO {
+        rec.charge = Some(Charge {
+            account_id: job.key.account.id.clone(),
+            key_hash: job.key.key.hash.clone(),
+            amount: charged,
+        });
+    }
+    charged
+}

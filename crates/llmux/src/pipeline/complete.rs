@@ -1,0 +1,113 @@
+//! Non-streamed requests: try endpoints in order until one answers, then render the whole
+//! answer.
+
+use std::time::Instant;
+
+use llmux_protocol::canonical::ResponseBuilder;
+use tokio::sync::oneshot;
+
+use super::attempt::{self, Failure};
+use super::{Head, Job, accounting};
+use crate::inbound::Served;
+use crate::providers::{Upstream, UpstreamError, UpstreamErrorKind};
+
+pub(crate) async fn drive(mut job: Job, mut head: oneshot::Sender<Head>) {
+    let plan = std::mem::take(&mut job.plan.routes);
+    let mut reservation = job.reservation.take();
+    let mut last: Option<Failure> = None;
+    'routes: for route in &plan {
+        for e in &route.endpoints {
+            let started = Instant::now();
+            let (adapter, upstream_req) = match attempt::build(&job, e, false) {
+                Ok(x) => x,
+                Err(f) => {
+                    attempt::note(&mut job.rec, e, started, Some(&f));
+                    last = Some(f);
+                    continue;
+                }
+            };
+            let gw = job.gw.clone();
+            let call = async {
+                let resp = gw.upstream.send(&e.provider, adapter, upstream_req).await?;
+                let body = Upstream::read_body(resp).await?;
+                adapter.decode_response(&body).map_err(|err| {
+                    UpstreamError::new(UpstreamErrorKind::InvalidResponse, err.to_string())
+                })
+            };
+            let outcome = tokio::select! {
+                r = tokio::time::timeout(e.provider.timeout, call) => r.unwrap_or_else(|_| Err(UpstreamError::new(
+                    UpstreamErrorKind::Timeout,
+                    format!("no answer within {}s", e.provider.timeout.as_secs()),
+                ))),
+                _ = head.closed() => {
+                    // The client left: the upstream call is dropped (cancelled), nothing was produced.
+                    job.rec.cancelled = true;
+                    job.rec.status = 499;
+                    job.rec.error = Some("client disconnected".into());
+                    job.rec.latency_ms = Some(job.meta.received.elapsed().as_millis() as i64);
+                    attempt::note(&mut job.rec, e, started, None);
+                    job.gw.meter.record(std::mem::take(&mut job.rec));
+                    return;
+                }
+            };
+            match outcome {
+                Ok(resp) => {
+                    attempt::note(&mut job.rec, e, started, None);
+                    let mut built = ResponseBuilder::new();
+                    for ev in resp.to_events() {
+                        built.push(&ev);
+                    }
+                    let (usage, estimated) = accounting::final_usage(&job.req, &built);
+                    let charged = attempt::settle_served(
+                        &mut job,
+                        &route.model,
+                        e,
+                        usage.clone(),
+                        estimated,
+                        resp.finish.as_ref(),
+                        resp.upstream_id.clone(),
+                        reservation.take().expect("one success"),
+                    );
+                    job.rec.status = 200;
+                    job.rec.latency_ms = Some(job.meta.received.elapsed().as_millis() as i64);
+                    let created = job.meta.received_ms / 1000;
+                    let body = job.format.render_complete(
+                        &resp,
+                        &Served {
+                            id: &job.rec.id,
+                            model: &route.model.id,
+                            provider_name: &e.provider.name,
+                            created,
+                            usage: &usage,
+                            cost: charged,
+                            is_byok: false,
+                        },
+                    );
+                    // Recorded before the answer leaves, so `GET /generation` finds it.
+                    job.gw.meter.record(std::mem::take(&mut job.rec));
+                    let _ = head.send(Head::Complete(body));
+                    return;
+                }
+                Err(error) => {
+                    let f = Failure::Upstream {
+                        provider: e.provider.name.clone(),
+                        error,
+                    };
+                    attempt::note(&mut job.rec, e, started, Some(&f));
+                    let retry = f.retryable();
+                    last = Some(f);
+                    if !retry {
+                        break 'routes;
+                    }
+                }
+            }
+        }
+    }
+    let err = attempt::final_error(last, &job.rec);
+    job.rec.status = err.status.as_u16();
+    job.rec.error = Some(err.message.clone());
+    job.rec.latency_ms = Some(job.meta.received.elapsed().as_millis() as i64);
+    job.gw.meter.record(std::mem::take(&mut job.rec));
+    drop(reservation);
+    let _ = head.send(Head::Error(err));
+}

@@ -1,0 +1,268 @@
+//! The request pipeline, in named phases. Each inference request goes through:
+//!
+//! 1. **authenticate**: the key, from memory ([`crate::server::auth`]);
+//! 2. **parse**: the inbound protocol's body into the canonical request ([`crate::inbound`]);
+//! 3. **admit**: refuse (503) while the metering queue is over its bound;
+//! 4. **route**: the models and endpoints to try, in order ([`crate::router`]);
+//! 5. **reserve**: the worst-case cost held against the account ([`crate::billing`]);
+//! 6. **attempt**: each endpoint in turn, falling back on retryable failures
+//!    ([`complete`] for whole answers, [`stream`] for streams, which fall back only before
+//!    any content reached the client);
+//! 7. **meter**: one generation record, with the settled charge ([`accounting`]).
+//!
+//! Phases 6 and 7 run in a task of their own, so a client that disconnects cannot cut the
+//! metering short: the task notices, stops the upstream, and records what was produced.
+
+pub mod accounting;
+mod attempt;
+mod complete;
+mod stream;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use llmux_protocol::canonical::ChatRequest;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::billing::{Billing, KeyContext, ReserveError};
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::inbound::Format;
+use crate::metering::{GenerationRecord, Meter};
+use crate::providers::Upstream;
+use crate::router;
+use crate::server::error::ApiError;
+use crate::storage::Store;
+
+/// Everything the pipeline shares across requests.
+pub struct Gateway {
+    pub config: Config,
+    pub catalog: Arc<Catalog>,
+    pub billing: Arc<Billing>,
+    pub meter: Meter,
+    pub upstream: Upstream,
+    pub store: Store,
+}
+
+/// Facts about the HTTP request that end up in the record.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    pub received: Instant,
+    pub received_ms: i64,
+    pub app_referer: Option<String>,
+    pub app_title: Option<String>,
+    pub user_agent: Option<String>,
+    pub session_id: Option<String>,
+}
+
+fn header_string(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(512).collect::<String>())
+        .filter(|s| !s.is_empty())
+}
+
+impl RequestMeta {
+    pub fn from_headers(h: &HeaderMap) -> Self {
+        Self {
+            received: Instant::now(),
+            received_ms: crate::clock::now_ms(),
+            app_referer: header_string(h, "http-referer").or_else(|| header_string(h, "referer")),
+            app_title: header_string(h, "x-openrouter-title")
+                .or_else(|| header_string(h, "x-title")),
+            user_agent: header_string(h, "user-agent"),
+            session_id: header_string(h, "x-session-id"),
+        }
+    }
+}
+
+/// A new generation id, OpenRouter style: `gen-<unix seconds>-<20 alphanumerics>`.
+pub fn new_generation_id() -> String {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    let suffix: String = rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(20)
+        .map(char::from)
+        .collect();
+    format!("gen-{}-{suffix}", crate::clock::now_secs())
+}
+
+/// The record every request starts from.
+fn base_record(
+    id: &str,
+    key: &KeyContext,
+    meta: &RequestMeta,
+    api_type: &str,
+    requested_model: &str,
+) -> GenerationRecord {
+    GenerationRecord {
+        id: id.to_string(),
+        created_at_ms: meta.received_ms,
+        account_id: Some(key.account.id.clone()),
+        key_hash: Some(key.key.hash.clone()),
+        api_type: api_type.to_string(),
+        requested_model: requested_model.to_string(),
+        app_referer: meta.app_referer.clone(),
+        app_title: meta.app_title.clone(),
+        user_agent: meta.user_agent.clone(),
+        session_id: meta.session_id.clone(),
+        ..Default::default()
+    }
+}
+
+fn finish_error_record(
+    gw: &Gateway,
+    mut rec: GenerationRecord,
+    meta: &RequestMeta,
+    err: &ApiError,
+) {
+    rec.status = err.status.as_u16();
+    rec.error = Some(err.message.clone());
+    rec.latency_ms = Some(meta.received.elapsed().as_millis() as i64);
+    gw.meter.record(rec);
+}
+
+/// A request refused before routing (unreadable body, invalid JSON): it is still recorded.
+pub fn reject(
+    gw: &Gateway,
+    key: &KeyContext,
+    meta: &RequestMeta,
+    api_type: &str,
+    requested_model: Option<String>,
+    err: ApiError,
+) -> ApiError {
+    let id = new_generation_id();
+    let rec = base_record(
+        &id,
+        key,
+        meta,
+        api_type,
+        requested_model.as_deref().unwrap_or(""),
+    );
+    finish_error_record(gw, rec, meta, &err);
+    err
+}
+
+/// What the driving task hands back to the HTTP handler.
+pub(crate) enum Head {
+    Complete(Vec<u8>),
+    Stream(mpsc::Receiver<Bytes>),
+    Error(ApiError),
+}
+
+fn with_generation_id(mut r: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        r.headers_mut().insert("x-generation-id", v);
+    }
+    r
+}
+
+/// Run phases 3 to 7 for a parsed request and build the HTTP response.
+pub async fn execute(
+    gw: Arc<Gateway>,
+    key: Arc<KeyContext>,
+    req: ChatRequest,
+    meta: RequestMeta,
+    format: Arc<dyn Format>,
+) -> Response {
+    let id = new_generation_id();
+    let mut rec = base_record(&id, &key, &meta, format.api_type(), &req.model);
+    rec.streamed = req.stream;
+    rec.external_user = req.user.clone();
+    if rec.session_id.is_none() {
+        rec.session_id = req.session_id.clone();
+    }
+    let error = |err: ApiError, rec: GenerationRecord| -> Response {
+        finish_error_record(&gw, rec, &meta, &err);
+        let body = format.error_body(&err);
+        with_generation_id(err.into_response_with(body), &id)
+    };
+
+    // admit
+    if !gw.meter.accepting() {
+        return error(
+            ApiError::unavailable("llmux is saturated (metering backlog); retry shortly")
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
+            rec,
+        );
+    }
+    // route
+    let plan = match router::plan(&gw.catalog, &req) {
+        Ok(p) => p,
+        Err(e) => return error(e.into_api_error(), rec),
+    };
+    // reserve
+    let worst = accounting::worst_case_cost(&req, &plan);
+    let reservation = match gw.billing.reserve(&key.account, worst) {
+        Ok(r) => r,
+        Err(ReserveError::InsufficientCredits { available, needed }) => {
+            let err = ApiError::payment_required(format!(
+                "Insufficient credits. This request requires up to ${needed} (prompt and max_tokens at the chosen \
+                 endpoint's price) but ${available} is available. Add credits or lower max_tokens."
+            ))
+            .with_metadata(serde_json::json!({"available": available.to_string(), "required": needed.to_string()}));
+            return error(err, rec);
+        }
+    };
+
+    // attempt + meter, in a task that outlives a disconnecting client
+    let (head_tx, head_rx) = oneshot::channel();
+    let job = Job {
+        gw: gw.clone(),
+        key,
+        req,
+        meta: meta.clone(),
+        format: format.clone(),
+        plan,
+        reservation: Some(reservation),
+        rec,
+    };
+    if job.req.stream {
+        tokio::spawn(stream::drive(job, head_tx));
+    } else {
+        tokio::spawn(complete::drive(job, head_tx));
+    }
+    let response = match head_rx.await {
+        Ok(Head::Complete(body)) => {
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Ok(Head::Stream(rx)) => {
+            let body =
+                axum::body::Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+                    rx.recv()
+                        .await
+                        .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+                }));
+            (
+                [
+                    (header::CONTENT_TYPE, "text/event-stream"),
+                    (header::CACHE_CONTROL, "no-cache"),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        Ok(Head::Error(err)) => {
+            let body = format.error_body(&err);
+            err.into_response_with(body)
+        }
+        Err(_) => ApiError::internal("the request was dropped").into_response(),
+    };
+    with_generation_id(response, &id)
+}
+
+/// One request's state from routing on, owned by its driving task.
+pub(crate) struct Job {
+    pub gw: Arc<Gateway>,
+    pub key: Arc<KeyContext>,
+    pub req: ChatRequest,
+    pub meta: RequestMeta,
+    pub format: Arc<dyn Format>,
+    pub plan: router::RoutePlan,
+    pub reservation: Option<crate::billing::Reservation>,
+    pub rec: GenerationRecord,
+}

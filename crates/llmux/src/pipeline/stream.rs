@@ -1,0 +1,328 @@
+//! Streamed requests. Endpoints are tried in order until one starts streaming; fallback is
+//! possible until the first content reaches the client (keep-alive comments sent while
+//! waiting are not content). After that, an upstream failure ends the stream with an error
+//! chunk. A client that disconnects stops the upstream; what was produced is billed.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use llmux_protocol::canonical::{ResponseBuilder, StreamEvent};
+use tokio::sync::{mpsc, oneshot};
+
+use super::attempt::{self, Failure};
+use super::{Head, Job, accounting};
+use crate::catalog::{Endpoint, Model};
+use crate::inbound::StreamWriter;
+use crate::providers::{EventDecoder, SseReader, UpstreamError, UpstreamErrorKind};
+
+/// Where the client connection stands.
+struct Client {
+    head: Option<oneshot::Sender<Head>>,
+    rx: Option<mpsc::Receiver<Bytes>>,
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl Client {
+    /// Hand the response head to the HTTP handler (once): from now on bytes flow to the client.
+    fn commit(&mut self) {
+        if let (Some(h), Some(rx)) = (self.head.take(), self.rx.take()) {
+            let _ = h.send(Head::Stream(rx));
+        }
+    }
+
+    fn committed(&self) -> bool {
+        self.head.is_none()
+    }
+
+    /// Resolves when the client is gone.
+    async fn gone(&mut self) {
+        match self.head.as_mut() {
+            Some(h) => h.closed().await,
+            None => self.tx.closed().await,
+        }
+    }
+
+    /// Send bytes; false if the client is gone.
+    async fn send(&mut self, b: Vec<u8>) -> bool {
+        self.commit();
+        b.is_empty() || self.tx.send(Bytes::from(b)).await.is_ok()
+    }
+}
+
+/// An upstream stream that produced its first events.
+struct Opened {
+    reader: SseReader,
+    decoder: Box<dyn EventDecoder>,
+    first: Vec<StreamEvent>,
+    done: bool,
+}
+
+async fn open(job: &Job, e: &Endpoint) -> Result<Opened, Failure> {
+    let (adapter, req) = attempt::build(job, e, true)?;
+    let upstream = |error| Failure::Upstream {
+        provider: e.provider.name.clone(),
+        error,
+    };
+    let resp = job
+        .gw
+        .upstream
+        .send(&e.provider, adapter, req)
+        .await
+        .map_err(upstream)?;
+    let mut reader = SseReader::new(resp);
+    let mut decoder = adapter.stream_decoder();
+    let mut first = Vec::new();
+    loop {
+        match reader.next(e.provider.timeout).await.map_err(upstream)? {
+            Some(ev) => {
+                let done = decoder.decode(&ev, &mut first).map_err(|err| {
+                    upstream(UpstreamError::new(
+                        UpstreamErrorKind::InvalidResponse,
+                        err.to_string(),
+                    ))
+                })?;
+                if let Some(StreamEvent::Error(err)) =
+                    first.iter().find(|e| matches!(e, StreamEvent::Error(_)))
+                {
+                    return Err(upstream(UpstreamError::new(
+                        UpstreamErrorKind::Status(502),
+                        err.message.clone(),
+                    )));
+                }
+                if done || !first.is_empty() {
+                    return Ok(Opened {
+                        reader,
+                        decoder,
+                        first,
+                        done,
+                    });
+                }
+            }
+            None => {
+                decoder.finish(&mut first);
+                if first.is_empty() {
+                    return Err(upstream(UpstreamError::new(
+                        UpstreamErrorKind::InvalidResponse,
+                        "the upstream closed the stream without sending anything",
+                    )));
+                }
+                return Ok(Opened {
+                    reader,
+                    decoder,
+                    first,
+                    done: true,
+                });
+            }
+        }
+    }
+}
+
+enum End {
+    /// The upstream finished.
+    Done,
+    /// The upstream failed mid-stream.
+    Failed(UpstreamError),
+    /// The client left.
+    Cancelled,
+}
+
+pub(crate) async fn drive(mut job: Job, head: oneshot::Sender<Head>) {
+    let (tx, rx) = mpsc::channel(64);
+    let mut client = Client {
+        head: Some(head),
+        rx: Some(rx),
+        tx,
+    };
+    let keepalive = job.gw.config.stream_keepalive;
+    let plan = std::mem::take(&mut job.plan.routes);
+    let mut last: Option<Failure> = None;
+    'routes: for route in &plan {
+        for e in &route.endpoints {
+            let started = Instant::now();
+            let deadline = tokio::time::Instant::now() + e.provider.timeout;
+            let opened = {
+                let opening = open(&job, e);
+                tokio::pin!(opening);
+                let mut ticks =
+                    tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+                loop {
+                    tokio::select! {
+                        r = tokio::time::timeout_at(deadline, &mut opening) => {
+                            break Some(r.unwrap_or_else(|_| Err(Failure::Upstream {
+                                provider: e.provider.name.clone(),
+                                error: UpstreamError::new(
+                                    UpstreamErrorKind::Timeout,
+                                    format!("no first token within {}s", e.provider.timeout.as_secs()),
+                                ),
+                            })));
+                        }
+                        _ = ticks.tick() => {
+                            if !client.send(job.format.keepalive().to_vec()).await {
+                                break None;
+                            }
+                        }
+                        _ = client.gone() => break None,
+                    }
+                }
+            };
+            let Some(opened) = opened else {
+                attempt::note(&mut job.rec, e, started, None);
+                return cancelled_before_content(job);
+            };
+            match opened {
+                Ok(o) => {
+                    attempt::note(&mut job.rec, e, started, None);
+                    return relay(job, client, &route.model, e, o).await;
+                }
+                Err(f) => {
+                    attempt::note(&mut job.rec, e, started, Some(&f));
+                    let retry = f.retryable();
+                    last = Some(f);
+                    if !retry {
+                        break 'routes;
+                    }
+                }
+            }
+        }
+    }
+    // Every attempt failed before any content.
+    let err = attempt::final_error(last, &job.rec);
+    job.rec.status = err.status.as_u16();
+    job.rec.error = Some(err.message.clone());
+    job.rec.latency_ms = Some(job.meta.received.elapsed().as_millis() as i64);
+    job.gw.meter.record(std::mem::take(&mut job.rec));
+    if client.committed() {
+        let mut w =
+            job.format
+                .stream_writer(&job.rec.id, &job.req.model, "", job.meta.received_ms / 1000);
+        let mut buf = Vec::new();
+        let kind = err
+            .metadata
+            .as_ref()
+            .and_then(|m| m["error_type"].as_str())
+            .unwrap_or("provider_unavailable");
+        w.error(err.status.as_u16(), &err.message, kind, &mut buf);
+        client.send(buf).await;
+    } else if let Some(h) = client.head.take() {
+        let _ = h.send(Head::Error(err));
+    }
+}
+
+fn cancelled_before_content(mut job: Job) {
+    job.rec.cancelled = true;
+    job.rec.status = 499;
+    job.rec.error = Some("client disconnected".into());
+    job.rec.latency_ms = Some(job.meta.received.elapsed().as_millis() as i64);
+    job.gw.meter.record(std::mem::take(&mut job.rec));
+}
+
+async fn relay(mut job: Job, mut client: Client, model: &Model, e: &Endpoint, o: Opened) {
+    let Opened {
+        mut reader,
+        mut decoder,
+        first,
+        mut done,
+    } = o;
+    let created = job.meta.received_ms / 1000;
+    let mut writer: Box<dyn StreamWriter> =
+        job.format
+            .stream_writer(&job.rec.id, &model.id, &e.provider.name, created);
+    let mut built = ResponseBuilder::new();
+    let first_token_at = Instant::now();
+    job.rec.ttft_ms = Some(job.meta.received.elapsed().as_millis() as i64);
+
+    let mut buf = Vec::with_capacity(1024);
+    let mut events = first;
+    let mut end = End::Done;
+    loop {
+        let mut upstream_error = None;
+        for ev in events.drain(..) {
+            if let StreamEvent::Error(err) = &ev {
+                upstream_error = Some(UpstreamError::new(
+                    UpstreamErrorKind::Status(502),
+                    err.message.clone(),
+                ));
+                break;
+            }
+            built.push(&ev);
+            writer.event(&ev, &mut buf);
+        }
+        if !client.send(std::mem::take(&mut buf)).await {
+            end = End::Cancelled;
+            break;
+        }
+        if let Some(err) = upstream_error {
+            end = End::Failed(err);
+            break;
+        }
+        if done {
+            break;
+        }
+        let next = tokio::select! {
+            r = reader.next(e.provider.idle_timeout) => r,
+            _ = client.tx.closed() => { end = End::Cancelled; break; }
+        };
+        match next {
+            Ok(Some(sse)) => match decoder.decode(&sse, &mut events) {
+                Ok(d) => done = d,
+                Err(err) => {
+                    end = End::Failed(UpstreamError::new(
+                        UpstreamErrorKind::InvalidResponse,
+                        err.to_string(),
+                    ));
+                    break;
+                }
+            },
+            Ok(None) => {
+                decoder.finish(&mut events);
+                done = true;
+            }
+            Err(err) => {
+                end = End::Failed(err);
+                break;
+            }
+        }
+    }
+    drop(reader);
+
+    let (usage, estimated) = accounting::final_usage(&job.req, &built);
+    let finish = built.finish().cloned();
+    let reservation = job.reservation.take().expect("reserved");
+    let charged = attempt::settle_served(
+        &mut job,
+        model,
+        e,
+        usage.clone(),
+        estimated,
+        finish.as_ref(),
+        built.upstream_id().map(str::to_string),
+        reservation,
+    );
+    let finished = Instant::now();
+    job.rec.status = 200;
+    job.rec.generation_ms = Some(finished.duration_since(first_token_at).as_millis() as i64);
+    job.rec.latency_ms = Some(job.meta.received.elapsed().as_millis() as i64);
+    let mut tail = Vec::new();
+    match &end {
+        End::Done => writer.finish(finish.as_ref(), &usage, charged, false, &mut tail),
+        End::Failed(err) => {
+            job.rec.error = Some(err.message.clone());
+            job.rec.status = err.client_status();
+            writer.error(
+                err.client_status(),
+                &format!("{}: {}", e.provider.name, err.message),
+                err.error_type(),
+                &mut tail,
+            );
+        }
+        End::Cancelled => {
+            job.rec.cancelled = true;
+            job.rec.error = Some("client disconnected".into());
+        }
+    }
+    // Recorded before the last bytes leave, so `GET /generation` right after the stream finds it.
+    job.gw.meter.record(std::mem::take(&mut job.rec));
+    if !matches!(end, End::Cancelled) {
+        client.send(tail).await;
+    }
+}

@@ -1,0 +1,45 @@
+//! The HTTP server: every route, mounted under `/api/v1` (OpenRouter's path) and `/v1` (so
+//! `base_url=http://host:port/v1` works for OpenAI SDK users), plus `/healthz`.
+
+pub mod auth;
+pub mod error;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{Method, Uri};
+use axum::routing::{get, post};
+
+use self::error::ApiError;
+use crate::inbound;
+use crate::pipeline::Gateway;
+
+fn api() -> Router<Arc<Gateway>> {
+    Router::new()
+        .route(
+            "/chat/completions",
+            post(inbound::openai_chat::chat_completions),
+        )
+        .route("/models", get(routes::models::list))
+        .route("/models/count", get(routes::models::count))
+        .route("/models/{*rest}", get(routes::models::endpoints))
+        .route("/model/{*rest}", get(routes::models::one))
+        .route("/providers", get(routes::models::providers))
+        .route("/generation", get(routes::generation::get))
+        .route("/key", get(routes::key::current))
+        .route("/auth/key", get(routes::key::current))
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("Not found: {method} {}", uri.path()))
+}
+
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .nest("/api/v1", api())
+        .nest("/v1", api())
+        .route("/healthz", get(routes::health::healthz))
+        .fallback(not_found)
+        .with_state(gw)
+}

@@ -1,0 +1,232 @@
+//! Generation records, written in batches together with their ledger charges.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, flag};
+use crate::metering::{GenerationRecord, ProviderResponse};
+use crate::money::Money;
+
+const COLUMNS: &[&str] = &[
+    "id",
+    "created_at",
+    "account_id",
+    "key_hash",
+    "api_type",
+    "requested_model",
+    "model",
+    "provider",
+    "provider_name",
+    "upstream_model",
+    "upstream_id",
+    "streamed",
+    "cancelled",
+    "finish_reason",
+    "native_finish_reason",
+    "tokens_prompt",
+    "tokens_completion",
+    "tokens_reasoning",
+    "tokens_cached",
+    "tokens_cache_write",
+    "usage_estimated",
+    "cost",
+    "upstream_cost",
+    "latency_ms",
+    "ttft_ms",
+    "generation_ms",
+    "status",
+    "error",
+    "app_referer",
+    "app_title",
+    "external_user",
+    "session_id",
+    "user_agent",
+    "is_byok",
+    "provider_responses",
+];
+
+/// Rows per INSERT statement (keeps bind parameters under SQLite's and PostgreSQL's limits).
+const ROWS_PER_STATEMENT: usize = 200;
+
+fn placeholders(rows: usize, cols: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 5);
+    let mut n = 1;
+    for r in 0..rows {
+        if r > 0 {
+            s.push(',');
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push(',');
+            }
+            s.push('$');
+            s.push_str(&n.to_string());
+            n += 1;
+        }
+        s.push(')');
+    }
+    s
+}
+
+fn tokens(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn from_row(r: &AnyRow) -> Result<GenerationRecord, sqlx::Error> {
+    let u = |c: &str| -> Result<u64, sqlx::Error> { Ok(r.try_get::<i64, _>(c)?.max(0) as u64) };
+    let responses: Option<String> = r.try_get("provider_responses")?;
+    Ok(GenerationRecord {
+        id: r.try_get("id")?,
+        created_at_ms: r.try_get("created_at")?,
+        account_id: r.try_get("account_id")?,
+        key_hash: r.try_get("key_hash")?,
+        api_type: r.try_get("api_type")?,
+        requested_model: r.try_get("requested_model")?,
+        model: r.try_get("model")?,
+        provider: r.try_get("provider")?,
+        provider_name: r.try_get("provider_name")?,
+        upstream_model: r.try_get("upstream_model")?,
+        upstream_id: r.try_get("upstream_id")?,
+        streamed: r.try_get::<i64, _>("streamed")? != 0,
+        cancelled: r.try_get::<i64, _>("cancelled")? != 0,
+        finish_reason: r.try_get("finish_reason")?,
+        native_finish_reason: r.try_get("native_finish_reason")?,
+        usage: llmux_protocol::canonical::Usage {
+            prompt_tokens: u("tokens_prompt")?,
+            completion_tokens: u("tokens_completion")?,
+            cached_tokens: u("tokens_cached")?,
+            cache_write_tokens: u("tokens_cache_write")?,
+            reasoning_tokens: u("tokens_reasoning")?,
+            upstream_cost: r.try_get("upstream_cost")?,
+        },
+        usage_estimated: r.try_get::<i64, _>("usage_estimated")? != 0,
+        cost: Money(r.try_get("cost")?),
+        upstream_cost: r.try_get("upstream_cost")?,
+        latency_ms: r.try_get("latency_ms")?,
+        ttft_ms: r.try_get("ttft_ms")?,
+        generation_ms: r.try_get("generation_ms")?,
+        status: r.try_get::<i64, _>("status")? as u16,
+        error: r.try_get("error")?,
+        app_referer: r.try_get("app_referer")?,
+        app_title: r.try_get("app_title")?,
+        external_user: r.try_get("external_user")?,
+        session_id: r.try_get("session_id")?,
+        user_agent: r.try_get("user_agent")?,
+        is_byok: r.try_get::<i64, _>("is_byok")? != 0,
+        provider_responses: responses
+            .as_deref()
+            .and_then(|s| serde_json::from_str::<Vec<ProviderResponse>>(s).ok())
+            .unwrap_or_default(),
+        charge: None,
+    })
+}
+
+impl Store {
+    /// Write records and their charges in one transaction. Idempotent: a record already
+    /// written (same id) and its charge are skipped, so a batch can be retried safely.
+    pub async fn write_generations(
+        &self,
+        batch: &[GenerationRecord],
+        node: &str,
+    ) -> anyhow::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool().begin().await?;
+        for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO generations ({}) VALUES {} ON CONFLICT (id) DO NOTHING",
+                COLUMNS.join(", "),
+                placeholders(chunk.len(), COLUMNS.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for g in chunk {
+                let responses = (!g.provider_responses.is_empty())
+                    .then(|| serde_json::to_string(&g.provider_responses).unwrap_or_default());
+                q = q
+                    .bind(&g.id)
+                    .bind(g.created_at_ms)
+                    .bind(&g.account_id)
+                    .bind(&g.key_hash)
+                    .bind(&g.api_type)
+                    .bind(&g.requested_model)
+                    .bind(&g.model)
+                    .bind(&g.provider)
+                    .bind(&g.provider_name)
+                    .bind(&g.upstream_model)
+                    .bind(&g.upstream_id)
+                    .bind(flag(g.streamed))
+                    .bind(flag(g.cancelled))
+                    .bind(&g.finish_reason)
+                    .bind(&g.native_finish_reason)
+                    .bind(tokens(g.usage.prompt_tokens))
+                    .bind(tokens(g.usage.completion_tokens))
+                    .bind(tokens(g.usage.reasoning_tokens))
+                    .bind(tokens(g.usage.cached_tokens))
+                    .bind(tokens(g.usage.cache_write_tokens))
+                    .bind(flag(g.usage_estimated))
+                    .bind(g.cost.0)
+                    .bind(&g.upstream_cost)
+                    .bind(g.latency_ms)
+                    .bind(g.ttft_ms)
+                    .bind(g.generation_ms)
+                    .bind(g.status as i64)
+                    .bind(&g.error)
+                    .bind(&g.app_referer)
+                    .bind(&g.app_title)
+                    .bind(&g.external_user)
+                    .bind(&g.session_id)
+                    .bind(&g.user_agent)
+                    .bind(flag(g.is_byok))
+                    .bind(responses);
+            }
+            q.execute(&mut *tx).await?;
+
+            let charges: Vec<&GenerationRecord> =
+                chunk.iter().filter(|g| g.charge.is_some()).collect();
+            if !charges.is_empty() {
+                let sql = format!(
+                    "INSERT INTO ledger (account_id, key_hash, kind, amount, generation_id, note, node, created_at) \
+                     VALUES {} ON CONFLICT (generation_id) DO NOTHING",
+                    placeholders(charges.len(), 8)
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for g in charges {
+                    let c = g.charge.as_ref().expect("filtered");
+                    q = q
+                        .bind(&c.account_id)
+                        .bind(&c.key_hash)
+                        .bind("charge")
+                        .bind(-c.amount.0)
+                        .bind(&g.id)
+                        .bind(Option::<String>::None)
+                        .bind(node)
+                        .bind(g.created_at_ms);
+                }
+                q.execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn generation(&self, id: &str) -> anyhow::Result<Option<GenerationRecord>> {
+        let sql = format!(
+            "SELECT {} FROM generations WHERE id = $1",
+            COLUMNS.join(", ")
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
+    pub async fn generation_count(&self) -> anyhow::Result<i64> {
+        let row = sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) FROM generations")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+}
