@@ -20,3 +20,9 @@ pub mod providers;
 pub mod router;
 pub mod server;
 pub mod storage;
+
+/// Select the TLS crypto backend (ring) for outgoing HTTPS; call before building HTTP clients.
+/// Idempotent.
+pub fn init_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -45,6 +45,7 @@ pub enum CreditsCommand {
     /// Add credits (USD) to an account.
     Add {
         account: String,
+        #[arg(allow_negative_numbers = true)]
         usd: String,
         #[arg(long)]
         note: Option<String>,

@@ -43,10 +43,16 @@ pub enum Command {
     Sim(sim::SimArgs),
 }
 
-pub fn init_logging() {
+/// Log to stderr; `LLMUX_LOG` (or `RUST_LOG`) filters. The server logs at `info` by default,
+/// the other commands only warnings.
+pub fn init_logging(cli: &Cli) {
+    let default = match cli.command {
+        Command::Serve(_) | Command::Sim(_) => "info,sqlx=warn",
+        _ => "warn",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LLMUX_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -55,7 +61,7 @@ pub fn init_logging() {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::init_tls();
     match cli.command {
         Command::Serve(args) => {
             let config = Config::load(

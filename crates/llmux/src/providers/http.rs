@@ -58,6 +58,7 @@ fn describe(e: &reqwest::Error) -> String {
 
 impl Upstream {
     pub fn new(catalog: &Catalog) -> anyhow::Result<Upstream> {
+        crate::init_tls();
         let mut clients = HashMap::new();
         for p in catalog.providers() {
             clients.insert(p.slug.clone(), client_for(p)?);

@@ -1,0 +1,295 @@
+//! Chat completions through the gateway: whole answers, streams, tool calls, exact cost, and
+//! the generation record.
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+const MODEL: &str = "deepseek/deepseek-v3.2";
+
+async fn gateway_with_sim(server_extra: &str) -> (Gateway, llmux_sim::SimHandle) {
+    let sim = sim().await;
+    let rest = format!(
+        "{}{}",
+        provider("simco", &format!("{}/v1", sim.base_url()), ""),
+        endpoint(MODEL, "simco", "sim-model", "0.28", "0.42", "")
+    );
+    (Gateway::start(server_extra, &rest).await, sim)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn completion_is_relayed_and_costed_exactly() {
+    let (gw, sim) = gateway_with_sim("").await;
+    let key = gw.create_key("t", None);
+    let resp = gw
+        .post(
+            "/api/v1/chat/completions",
+            &key.key,
+            &json!({"model": MODEL, "messages": [{"role": "user", "content": "echo: hello there world"}]}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let gen_id = resp.headers()["x-generation-id"].to_str().unwrap().to_string();
+    let body = resp.text().await.unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["id"], gen_id);
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], MODEL);
+    assert_eq!(v["provider"], "simco provider");
+    assert_eq!(v["choices"][0]["message"]["content"], "hello there world");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    let (p, c) = (
+        v["usage"]["prompt_tokens"].as_u64().unwrap(),
+        v["usage"]["completion_tokens"].as_u64().unwrap(),
+    );
+    assert_eq!(c, 3);
+    let expected = cost(&[(p, "0.28"), (c, "0.42")]);
+    assert_eq!(dec(&raw_number(&body, "cost")), expected, "{body}");
+
+    // The upstream got the provider's model name, with llmux-only fields stripped.
+    let sent = &sim.state.requests()[0];
+    assert_eq!(sent.body["model"], "sim-model");
+
+    let g = gw.get(&format!("/api/v1/generation?id={gen_id}"), &key.key).await;
+    assert_eq!(g.status(), 200);
+    let g: Value = g.json().await.unwrap();
+    let d = &g["data"];
+    assert_eq!(d["id"], gen_id);
+    assert_eq!(d["model"], MODEL);
+    assert_eq!(d["provider_name"], "simco provider");
+    assert_eq!(d["tokens_prompt"], p);
+    assert_eq!(d["tokens_completion"], c);
+    assert_eq!(dec(d["total_cost_usd"].as_str().unwrap()), expected);
+    assert_eq!(d["streamed"], false);
+    assert_eq!(d["cancelled"], false);
+    assert_eq!(d["finish_reason"], "stop");
+    // Same routes under /v1 for OpenAI SDK users.
+    let again = gw.get(&format!("/v1/generation?id={gen_id}"), &key.key).await;
+    assert_eq!(again.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_sends_deltas_then_one_usage_chunk() {
+    let (gw, _sim) = gateway_with_sim("").await;
+    let key = gw.create_key("t", None);
+    let resp = gw
+        .post(
+            "/v1/chat/completions",
+            &key.key,
+            &json!({"model": MODEL, "stream": true, "messages": [{"role": "user", "content": "echo: a b c d"}]}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let gen_id = resp.headers()["x-generation-id"].to_str().unwrap().to_string();
+    let body = resp.text().await.unwrap();
+    let data = sse_data(&body);
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "a b c d");
+    for c in &chunks {
+        assert_eq!(c["id"], gen_id);
+        assert_eq!(c["object"], "chat.completion.chunk");
+        assert_eq!(c["model"], MODEL);
+    }
+    let finish: Vec<&Value> = chunks.iter().filter(|c| !c["choices"][0]["finish_reason"].is_null()).collect();
+    assert_eq!(finish.len(), 1);
+    assert_eq!(finish[0]["choices"][0]["finish_reason"], "stop");
+    let usage_chunks: Vec<&Value> = chunks.iter().filter(|c| c.get("usage").is_some()).collect();
+    assert_eq!(usage_chunks.len(), 1, "exactly one usage chunk");
+    let u = usage_chunks[0];
+    assert_eq!(u["choices"].as_array().unwrap().len(), 0);
+    assert!(std::ptr::eq(u, chunks.last().unwrap()), "usage comes last");
+    let (p, c) = (u["usage"]["prompt_tokens"].as_u64().unwrap(), u["usage"]["completion_tokens"].as_u64().unwrap());
+    assert_eq!(c, 4);
+    let usage_line = data.iter().rev().nth(1).unwrap();
+    assert_eq!(dec(&raw_number(usage_line, "cost")), cost(&[(p, "0.28"), (c, "0.42")]));
+
+    let g: Value = gw.get(&format!("/api/v1/generation?id={gen_id}"), &key.key).await.json().await.unwrap();
+    assert_eq!(g["data"]["streamed"], true);
+    assert_eq!(g["data"]["tokens_completion"], c);
+    assert!(g["data"]["time_to_first_token"].as_i64().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streamed_tool_call_arrives_in_openai_shape() {
+    let (gw, _sim) = gateway_with_sim("").await;
+    let key = gw.create_key("t", None);
+    let body = json!({
+        "model": MODEL, "stream": true,
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}],
+    });
+    let text = gw.post("/api/v1/chat/completions", &key.key, &body).await.text().await.unwrap();
+    let chunks: Vec<Value> = sse_data(&text)
+        .iter()
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let calls: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].as_array())
+        .flatten()
+        .collect();
+    assert_eq!(calls[0]["index"], 0);
+    assert_eq!(calls[0]["type"], "function");
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    let id = calls[0]["id"].as_str().unwrap();
+    assert!(!id.is_empty());
+    let args: String = calls.iter().filter_map(|c| c["function"]["arguments"].as_str()).collect();
+    assert_eq!(serde_json::from_str::<Value>(&args).unwrap(), json!({"city": "sim"}));
+    let finish = chunks.iter().find_map(|c| c["choices"][0]["finish_reason"].as_str()).unwrap();
+    assert_eq!(finish, "tool_calls");
+
+    // The tool result goes back and the model answers with text.
+    let follow = json!({
+        "model": MODEL,
+        "messages": [
+            {"role": "user", "content": "What is the weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": id, "type": "function", "function": {"name": "get_weather", "arguments": args}}]},
+            {"role": "tool", "tool_call_id": id, "content": "sunny"},
+        ],
+        "tools": body["tools"],
+    });
+    let v: Value = gw.post("/api/v1/chat/completions", &key.key, &follow).await.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "The tool returned: sunny");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credits_are_decremented_exactly_and_exhaustion_is_402() {
+    let (gw, _sim) = gateway_with_sim("").await;
+    // 0.00002 USD: a few requests' worth at these prices, with a small max_tokens.
+    let key = gw.create_key("paying", Some("0.00002"));
+    let mut spent = rust_decimal::Decimal::ZERO;
+    let mut refused = 0;
+    for _ in 0..40 {
+        let r = gw
+            .post(
+                "/api/v1/chat/completions",
+                &key.key,
+                &json!({"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "echo: one two three four"}]}),
+            )
+            .await;
+        match r.status().as_u16() {
+            200 => spent += dec(&raw_number(&r.text().await.unwrap(), "cost")),
+            402 => {
+                let v: Value = r.json().await.unwrap();
+                assert_eq!(v["error"]["code"], 402);
+                assert!(v["error"]["message"].as_str().unwrap().contains("Insufficient credits"));
+                refused += 1;
+            }
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    assert!(refused > 0, "credits ran out");
+    let k: Value = gw.get("/api/v1/key", &key.key).await.json().await.unwrap();
+    let balance = dec(k["data"]["account"]["balance"].as_str().unwrap());
+    assert_eq!(balance, dec("0.00002") - spent);
+    assert!(balance >= rust_decimal::Decimal::ZERO);
+    assert_eq!(dec(&k["data"]["usage"].to_string()), spent);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_without_usage_is_counted_with_the_tokenizer() {
+    let sim = sim().await;
+    let rest = format!(
+        "{}{}",
+        provider("quiet", &format!("{}/v1", sim.base_url()), ""),
+        endpoint(MODEL, "quiet", "m+no_usage", "1", "2", "")
+    );
+    let gw = Gateway::start("", &rest).await;
+    let key = gw.create_key("t", None);
+    for stream in [false, true] {
+        let r = gw
+            .post(
+                "/api/v1/chat/completions",
+                &key.key,
+                &json!({"model": MODEL, "stream": stream, "messages": [{"role": "user", "content": "echo: counting these words"}]}),
+            )
+            .await;
+        let id = r.headers()["x-generation-id"].to_str().unwrap().to_string();
+        let _ = r.text().await.unwrap();
+        let g: Value = gw.get(&format!("/api/v1/generation?id={id}"), &key.key).await.json().await.unwrap();
+        assert_eq!(g["data"]["usage_estimated"], true, "stream={stream}");
+        let expected = llmux::metering::estimate::count("counting these words");
+        assert_eq!(g["data"]["tokens_completion"], expected, "counted with the o200k tokenizer");
+        assert!(g["data"]["tokens_prompt"].as_u64().unwrap() > 3);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_disconnect_mid_stream_is_recorded_as_cancelled_and_billed() {
+    let sim = sim().await;
+    let rest = format!(
+        "{}{}",
+        provider("slow", &format!("{}/v1", sim.base_url()), ""),
+        endpoint(MODEL, "slow", "m+tps=20+tokens=200", "1", "1", "")
+    );
+    let gw = Gateway::start("", &rest).await;
+    let key = gw.create_key("t", None);
+    let mut resp = gw
+        .post(
+            "/api/v1/chat/completions",
+            &key.key,
+            &json!({"model": MODEL, "stream": true, "messages": [{"role": "user", "content": "tell me a long story"}]}),
+        )
+        .await;
+    let id = resp.headers()["x-generation-id"].to_str().unwrap().to_string();
+    let mut got = 0;
+    while got < 5 {
+        if resp.chunk().await.unwrap().is_some() {
+            got += 1;
+        }
+    }
+    drop(resp);
+    // The pipeline notices, stops the upstream and records what was produced.
+    let mut record = Value::Null;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let r = gw.get(&format!("/api/v1/generation?id={id}"), &key.key).await;
+        if r.status() == 200 {
+            record = r.json().await.unwrap();
+            break;
+        }
+    }
+    let d = &record["data"];
+    assert_eq!(d["cancelled"], true, "{record}");
+    let produced = d["tokens_completion"].as_u64().unwrap();
+    assert!(produced > 0 && produced < 200, "billed for what was produced: {produced}");
+    assert!(d["total_cost"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn catalog_endpoints_speak_openrouter_shapes() {
+    let (gw, _sim) = gateway_with_sim("").await;
+    let list: Value = gw.http.get(gw.url("/api/v1/models?offset=0&limit=500")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["total_count"], 1);
+    let m = &list["data"][0];
+    assert_eq!(m["id"], MODEL);
+    assert_eq!(m["pricing"]["prompt"], "0.00000028");
+    assert_eq!(m["pricing"]["completion"], "0.00000042");
+    assert_eq!(m["links"]["details"], format!("/api/v1/models/{MODEL}/endpoints"));
+    assert_eq!(m["origin_country"], "CN");
+    let eps: Value = gw
+        .http
+        .get(gw.url(&format!("/api/v1/models/{MODEL}/endpoints")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let e = &eps["data"]["endpoints"][0];
+    assert_eq!(e["tag"], "simco");
+    assert_eq!(e["provider_name"], "simco provider");
+    assert_eq!(e["pricing"]["prompt"], "0.00000028");
+    let missing = gw.http.get(gw.url("/api/v1/models/nobody/nothing/endpoints")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let health: Value = gw.http.get(gw.url("/healthz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+}

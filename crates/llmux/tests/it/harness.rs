@@ -1,0 +1,231 @@
+//! Test harness: the real `llmux` binary on a free port with a temporary config and SQLite
+//! database, simulated providers in-process, and an HTTP client.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use llmux_sim::{SimConfig, SimHandle};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_llmux");
+
+/// A simulated provider with request recording on.
+pub async fn sim() -> SimHandle {
+    sim_with(SimConfig {
+        record: true,
+        ..Default::default()
+    })
+    .await
+}
+
+pub async fn sim_with(config: SimConfig) -> SimHandle {
+    llmux_sim::spawn("127.0.0.1:0".parse().unwrap(), config).await.unwrap()
+}
+
+/// `[[providers]]` for an OpenAI-compatible upstream.
+pub fn provider(slug: &str, base_url: &str, extra: &str) -> String {
+    format!(
+        "[[providers]]\nslug = \"{slug}\"\nname = \"{slug} provider\"\napi = \"openai\"\nbase_url = \"{base_url}\"\n{extra}\n"
+    )
+}
+
+/// `[[endpoints]]` with prices in USD per million tokens.
+pub fn endpoint(model: &str, provider: &str, upstream: &str, prompt: &str, completion: &str, extra: &str) -> String {
+    format!(
+        "[[endpoints]]\nmodel = \"{model}\"\nprovider = \"{provider}\"\nupstream_model = \"{upstream}\"\n\
+         pricing = {{ prompt = \"{prompt}\", completion = \"{completion}\" }}\n{extra}\n"
+    )
+}
+
+pub struct Key {
+    pub key: String,
+    pub hash: String,
+    pub account: String,
+}
+
+pub struct Gateway {
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    child: Child,
+    pub http: reqwest::Client,
+}
+
+impl Gateway {
+    /// Start `llmux serve` with `server_extra` added to `[server]` and `rest` (providers,
+    /// endpoints, ...) after it.
+    pub async fn start(server_extra: &str, rest: &str) -> Gateway {
+        Self::start_with_env(server_extra, rest, &[]).await
+    }
+
+    pub async fn start_with_env(server_extra: &str, rest: &str, env: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("llmux.toml");
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndatabase = \"sqlite://llmux.db\"\n{server_extra}\n\n{rest}"
+        );
+        std::fs::write(&config, text).unwrap();
+        let log = std::fs::File::create(dir.path().join("llmux.log")).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("LLMUX_LOG", "warn")
+            .env_remove("LLMUX_CONFIG")
+            .env_remove("LLMUX_DATABASE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let base = loop {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("llmux listening on ") {
+                        break url.trim().to_string();
+                    }
+                }
+                Err(_) => {
+                    let log = std::fs::read_to_string(dir.path().join("llmux.log")).unwrap_or_default();
+                    panic!("llmux did not start:\n{log}");
+                }
+            }
+        };
+        Gateway {
+            base,
+            dir,
+            config,
+            child,
+            http: {
+                llmux::init_tls();
+                reqwest::Client::new()
+            },
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn db_url(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("llmux.db").display())
+    }
+
+    /// Run the CLI against this gateway's configuration.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env("LLMUX_LOG", "warn")
+            .env_remove("LLMUX_CONFIG")
+            .env_remove("LLMUX_DATABASE")
+            .output()
+            .unwrap()
+    }
+
+    pub fn create_key(&self, name: &str, credits: Option<&str>) -> Key {
+        let mut args = vec!["keys", "create", "--name", name, "--json"];
+        if let Some(c) = credits {
+            args.extend(["--credits", c]);
+        }
+        let out = self.cli(&args);
+        assert!(out.status.success(), "keys create failed: {}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        Key {
+            key: v["key"].as_str().unwrap().to_string(),
+            hash: v["hash"].as_str().unwrap().to_string(),
+            account: v["account"].as_str().unwrap().to_string(),
+        }
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).bearer_auth(key).send().await.unwrap()
+    }
+
+    /// The server's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("llmux.log")).unwrap_or_default()
+    }
+
+    /// Stop with SIGTERM (a graceful shutdown) and wait.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        for _ in 0..200 {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Parse an SSE body into its `data:` payloads.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|ev| {
+            let data: Vec<&str> = ev
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+                .collect();
+            (!data.is_empty()).then(|| data.join("\n"))
+        })
+        .collect()
+}
+
+/// The exact decimal text of a JSON number at `path` (e.g. `usage.cost`), read from the raw
+/// body so no float rounding hides an error.
+pub fn raw_number(body: &str, field: &str) -> String {
+    let needle = format!("\"{field}\":");
+    let start = body.rfind(&needle).unwrap_or_else(|| panic!("no {field} in {body}")) + needle.len();
+    body[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+'))
+        .collect()
+}
+
+/// `tokens × price per million`, exact.
+pub fn cost(parts: &[(u64, &str)]) -> rust_decimal::Decimal {
+    use std::str::FromStr;
+    parts.iter().fold(rust_decimal::Decimal::ZERO, |acc, (tokens, per_m)| {
+        acc + rust_decimal::Decimal::from(*tokens) * rust_decimal::Decimal::from_str(per_m).unwrap()
+            / rust_decimal::Decimal::from(1_000_000)
+    })
+}
+
+pub fn dec(s: &str) -> rust_decimal::Decimal {
+    use std::str::FromStr;
+    rust_decimal::Decimal::from_str(s)
+        .or_else(|_| rust_decimal::Decimal::from_scientific(s))
+        .unwrap_or_else(|_| panic!("not a decimal: {s}"))
+}

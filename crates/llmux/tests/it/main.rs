@@ -1,0 +1,9 @@
+//! End-to-end tests: the real binary over real HTTP, against simulated providers and replayed
+//! recordings.
+
+mod chat;
+mod cli;
+mod errors;
+mod fixtures;
+mod harness;
+mod shutdown;
