@@ -227,7 +227,7 @@ pub(crate) async fn chat(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = state.admit("/v1/chat/completions", &headers, &body, || {
+    if let Some(r) = state.admit("/v1/chat/completions", &headers, &body, || {
         error_response(
             StatusCode::UNAUTHORIZED,
             None,

@@ -74,8 +74,6 @@ pub struct Script {
     pub finish: Finish,
     pub prompt_tokens: usize,
     pub cached_tokens: usize,
-    /// A signature for the reasoning, as providers that sign thinking send it.
-    pub signature: String,
 }
 
 impl Script {
@@ -223,7 +221,6 @@ pub fn plan(req: &SimRequest, d: &Directives, seq: u64, cached_tokens: usize) ->
                 finish: Finish::ToolCalls,
                 prompt_tokens,
                 cached_tokens,
-                signature: format!("simsig-{:016x}", hash_of(THOUGHT)),
             };
         }
     }
@@ -257,7 +254,6 @@ pub fn plan(req: &SimRequest, d: &Directives, seq: u64, cached_tokens: usize) ->
         finish,
         prompt_tokens,
         cached_tokens,
-        signature: format!("simsig-{:016x}", hash_of(THOUGHT)),
     }
 }
 

@@ -72,14 +72,14 @@ impl SimState {
         }
     }
 
-    /// Record the request (when enabled) and check its key. `Err` is the response to send.
+    /// Record the request (when enabled) and check its key. `Some` is the refusal to send.
     pub(crate) fn admit(
         &self,
         path: &str,
         headers: &HeaderMap,
         body: &[u8],
         unauthorized: impl FnOnce() -> Response,
-    ) -> Result<(), Response> {
+    ) -> Option<Response> {
         if self.config.record {
             const KEPT: &[&str] = &[
                 "authorization",
@@ -115,10 +115,10 @@ impl SimState {
                 .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
                 .or_else(|| headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()));
             if given != Some(want.as_str()) {
-                return Err(unauthorized());
+                return Some(unauthorized());
             }
         }
-        Ok(())
+        None
     }
 
     /// The directives for a request: defaults, then the model name, then control faults.
@@ -136,15 +136,15 @@ impl SimState {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         self.served.fetch_add(1, Ordering::Relaxed);
         let mut cached = 0;
-        if self.config.prompt_cache {
-            if let Some((key, tokens)) = script::prefix_key(req) {
-                let mut c = self.cache.lock();
-                if !c.insert(key) {
-                    cached = tokens;
-                }
-                if c.len() > 100_000 {
-                    c.clear();
-                }
+        if self.config.prompt_cache
+            && let Some((key, tokens)) = script::prefix_key(req)
+        {
+            let mut c = self.cache.lock();
+            if !c.insert(key) {
+                cached = tokens;
+            }
+            if c.len() > 100_000 {
+                c.clear();
             }
         }
         script::plan(req, d, seq, cached)

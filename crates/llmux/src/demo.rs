@@ -97,10 +97,10 @@ pub async fn ensure_demo_key(store: &Store, data_dir: &Path, node: &str) -> anyh
     let path = data_dir.join("demo-key");
     if let Ok(k) = std::fs::read_to_string(&path) {
         let k = k.trim().to_string();
-        if let Some(row) = store.key(&crate::billing::keys::hash(&k)).await? {
-            if !row.disabled {
-                return Ok(k);
-            }
+        if let Some(row) = store.key(&crate::billing::keys::hash(&k)).await?
+            && !row.disabled
+        {
+            return Ok(k);
         }
     }
     let created = admin::create_key(

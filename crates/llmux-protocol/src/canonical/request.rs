@@ -167,15 +167,14 @@ pub enum ImageSource {
 impl ImageSource {
     /// Parse an OpenAI `image_url.url`, which may be a `data:` URL.
     pub fn from_url(url: &str) -> Self {
-        if let Some(rest) = url.strip_prefix("data:") {
-            if let Some((meta, data)) = rest.split_once(',') {
-                if let Some(media_type) = meta.strip_suffix(";base64") {
-                    return ImageSource::Base64 {
-                        media_type: media_type.to_string(),
-                        data: data.to_string(),
-                    };
-                }
-            }
+        if let Some(rest) = url.strip_prefix("data:")
+            && let Some((meta, data)) = rest.split_once(',')
+            && let Some(media_type) = meta.strip_suffix(";base64")
+        {
+            return ImageSource::Base64 {
+                media_type: media_type.to_string(),
+                data: data.to_string(),
+            };
         }
         ImageSource::Url(url.to_string())
     }

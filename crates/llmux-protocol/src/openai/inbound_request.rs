@@ -139,12 +139,12 @@ impl WireRequest {
                 None => return Err(invalid("model: required (or a non-empty `models` list)")),
             },
         };
-        if let Some(n) = self.n {
-            if n != 1 {
-                return Err(ProtocolError::unsupported(
-                    "n: only one choice per request (n = 1) is supported",
-                ));
-            }
+        if let Some(n) = self.n
+            && n != 1
+        {
+            return Err(ProtocolError::unsupported(
+                "n: only one choice per request (n = 1) is supported",
+            ));
         }
         let raw_messages = self.messages.ok_or_else(|| invalid("messages: required"))?;
         if raw_messages.is_empty() {

@@ -61,8 +61,8 @@ pub fn parse(v: &Value, at: &str) -> Result<Vec<ReasoningBlock>, ProtocolError> 
         };
         let same_block = index.is_some() && index == last_index;
         last_index = index;
-        if same_block {
-            if let (
+        if same_block
+            && let (
                 Some(ReasoningBlock::Text {
                     text, signature, ..
                 }),
@@ -72,13 +72,12 @@ pub fn parse(v: &Value, at: &str) -> Result<Vec<ReasoningBlock>, ProtocolError> 
                     ..
                 },
             ) = (out.last_mut(), &block)
-            {
-                text.push_str(more);
-                if sig.is_some() {
-                    signature.clone_from(sig);
-                }
-                continue;
+        {
+            text.push_str(more);
+            if sig.is_some() {
+                signature.clone_from(sig);
             }
+            continue;
         }
         out.push(block);
     }

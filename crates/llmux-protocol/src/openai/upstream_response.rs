@@ -156,18 +156,17 @@ pub fn decode_response(body: &[u8]) -> Result<ChatResponse, ProtocolError> {
             .map(|(_, b)| b)
             .collect();
     }
-    if reasoning.is_empty() {
-        if let Some(t) = msg
+    if reasoning.is_empty()
+        && let Some(t) = msg
             .reasoning_content
             .or(msg.reasoning)
             .filter(|t| !t.is_empty())
-        {
-            reasoning.push(ReasoningBlock::Text {
-                text: t,
-                signature: None,
-                format: None,
-            });
-        }
+    {
+        reasoning.push(ReasoningBlock::Text {
+            text: t,
+            signature: None,
+            format: None,
+        });
     }
     let tool_calls = msg
         .tool_calls

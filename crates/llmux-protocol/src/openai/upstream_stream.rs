@@ -90,15 +90,15 @@ impl StreamDecoder {
             if let Some(delta) = choice.delta {
                 self.delta(delta, out);
             }
-            if let Some(native) = choice.finish_reason {
-                if !self.finished {
-                    self.finished = true;
-                    self.close_tools(out);
-                    out.push(StreamEvent::Finish(Finish {
-                        reason: normalize_finish(&native),
-                        native: Some(native),
-                    }));
-                }
+            if let Some(native) = choice.finish_reason
+                && !self.finished
+            {
+                self.finished = true;
+                self.close_tools(out);
+                out.push(StreamEvent::Finish(Finish {
+                    reason: normalize_finish(&native),
+                    native: Some(native),
+                }));
             }
         }
         if let Some(u) = c.usage {

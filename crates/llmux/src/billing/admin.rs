@@ -34,10 +34,10 @@ pub async fn create_key(store: &Store, spec: &KeySpec, node: &str) -> anyhow::Re
     if spec.name.trim().is_empty() {
         bail!("a key needs a name");
     }
-    if let Some(r) = &spec.limit_reset {
-        if !matches!(r.as_str(), "daily" | "weekly" | "monthly") {
-            bail!("limit_reset must be daily, weekly or monthly");
-        }
+    if let Some(r) = &spec.limit_reset
+        && !matches!(r.as_str(), "daily" | "weekly" | "monthly")
+    {
+        bail!("limit_reset must be daily, weekly or monthly");
     }
     if spec.limit.is_some_and(|l| l.is_negative()) {
         bail!("limit must not be negative");

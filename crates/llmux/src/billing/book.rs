@@ -245,11 +245,11 @@ impl Billing {
         if !changed.is_empty() {
             let mut keys = self.keys.write();
             for row in changed {
-                if let Some(ctx) = keys.get(&row.hash) {
-                    if ctx.key != row {
-                        let account = ctx.account.clone();
-                        keys.insert(row.hash.clone(), Arc::new(KeyContext { key: row, account }));
-                    }
+                if let Some(ctx) = keys.get(&row.hash)
+                    && ctx.key != row
+                {
+                    let account = ctx.account.clone();
+                    keys.insert(row.hash.clone(), Arc::new(KeyContext { key: row, account }));
                 }
             }
         }

@@ -99,10 +99,10 @@ pub(super) fn final_error(last: Option<Failure>, rec: &GenerationRecord) -> ApiE
                 "error_type": error.error_type(),
                 "previous_errors": previous,
             }));
-            if let Some(ra) = error.retry_after.filter(|_| status.as_u16() == 429) {
-                if let Ok(v) = HeaderValue::from_str(&ra.as_secs().to_string()) {
-                    err = err.with_header(header::RETRY_AFTER, v);
-                }
+            if let Some(ra) = error.retry_after.filter(|_| status.as_u16() == 429)
+                && let Ok(v) = HeaderValue::from_str(&ra.as_secs().to_string())
+            {
+                err = err.with_header(header::RETRY_AFTER, v);
             }
             err
         }

@@ -67,10 +67,9 @@ pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
     {
-        if len > limit as u64 {
-            return Err(ApiError::payload_too_large(limit));
-        }
+        return Err(ApiError::payload_too_large(limit));
     }
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),

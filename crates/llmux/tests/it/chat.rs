@@ -29,7 +29,10 @@ async fn completion_is_relayed_and_costed_exactly() {
         )
         .await;
     assert_eq!(resp.status(), 200);
-    let gen_id = resp.headers()["x-generation-id"].to_str().unwrap().to_string();
+    let gen_id = resp.headers()["x-generation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let body = resp.text().await.unwrap();
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["id"], gen_id);
@@ -50,7 +53,9 @@ async fn completion_is_relayed_and_costed_exactly() {
     let sent = &sim.state.requests()[0];
     assert_eq!(sent.body["model"], "sim-model");
 
-    let g = gw.get(&format!("/api/v1/generation?id={gen_id}"), &key.key).await;
+    let g = gw
+        .get(&format!("/api/v1/generation?id={gen_id}"), &key.key)
+        .await;
     assert_eq!(g.status(), 200);
     let g: Value = g.json().await.unwrap();
     let d = &g["data"];
@@ -64,7 +69,9 @@ async fn completion_is_relayed_and_costed_exactly() {
     assert_eq!(d["cancelled"], false);
     assert_eq!(d["finish_reason"], "stop");
     // Same routes under /v1 for OpenAI SDK users.
-    let again = gw.get(&format!("/v1/generation?id={gen_id}"), &key.key).await;
+    let again = gw
+        .get(&format!("/v1/generation?id={gen_id}"), &key.key)
+        .await;
     assert_eq!(again.status(), 200);
 }
 
@@ -80,12 +87,23 @@ async fn stream_sends_deltas_then_one_usage_chunk() {
         )
         .await;
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
-    let gen_id = resp.headers()["x-generation-id"].to_str().unwrap().to_string();
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let gen_id = resp.headers()["x-generation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let body = resp.text().await.unwrap();
     let data = sse_data(&body);
     assert_eq!(data.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
     let text: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
@@ -96,7 +114,10 @@ async fn stream_sends_deltas_then_one_usage_chunk() {
         assert_eq!(c["object"], "chat.completion.chunk");
         assert_eq!(c["model"], MODEL);
     }
-    let finish: Vec<&Value> = chunks.iter().filter(|c| !c["choices"][0]["finish_reason"].is_null()).collect();
+    let finish: Vec<&Value> = chunks
+        .iter()
+        .filter(|c| !c["choices"][0]["finish_reason"].is_null())
+        .collect();
     assert_eq!(finish.len(), 1);
     assert_eq!(finish[0]["choices"][0]["finish_reason"], "stop");
     let usage_chunks: Vec<&Value> = chunks.iter().filter(|c| c.get("usage").is_some()).collect();
@@ -104,12 +125,23 @@ async fn stream_sends_deltas_then_one_usage_chunk() {
     let u = usage_chunks[0];
     assert_eq!(u["choices"].as_array().unwrap().len(), 0);
     assert!(std::ptr::eq(u, chunks.last().unwrap()), "usage comes last");
-    let (p, c) = (u["usage"]["prompt_tokens"].as_u64().unwrap(), u["usage"]["completion_tokens"].as_u64().unwrap());
+    let (p, c) = (
+        u["usage"]["prompt_tokens"].as_u64().unwrap(),
+        u["usage"]["completion_tokens"].as_u64().unwrap(),
+    );
     assert_eq!(c, 4);
     let usage_line = data.iter().rev().nth(1).unwrap();
-    assert_eq!(dec(&raw_number(usage_line, "cost")), cost(&[(p, "0.28"), (c, "0.42")]));
+    assert_eq!(
+        dec(&raw_number(usage_line, "cost")),
+        cost(&[(p, "0.28"), (c, "0.42")])
+    );
 
-    let g: Value = gw.get(&format!("/api/v1/generation?id={gen_id}"), &key.key).await.json().await.unwrap();
+    let g: Value = gw
+        .get(&format!("/api/v1/generation?id={gen_id}"), &key.key)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(g["data"]["streamed"], true);
     assert_eq!(g["data"]["tokens_completion"], c);
     assert!(g["data"]["time_to_first_token"].as_i64().is_some());
@@ -125,7 +157,12 @@ async fn streamed_tool_call_arrives_in_openai_shape() {
         "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}],
     });
-    let text = gw.post("/api/v1/chat/completions", &key.key, &body).await.text().await.unwrap();
+    let text = gw
+        .post("/api/v1/chat/completions", &key.key, &body)
+        .await
+        .text()
+        .await
+        .unwrap();
     let chunks: Vec<Value> = sse_data(&text)
         .iter()
         .filter(|d| *d != "[DONE]")
@@ -141,9 +178,18 @@ async fn streamed_tool_call_arrives_in_openai_shape() {
     assert_eq!(calls[0]["function"]["name"], "get_weather");
     let id = calls[0]["id"].as_str().unwrap();
     assert!(!id.is_empty());
-    let args: String = calls.iter().filter_map(|c| c["function"]["arguments"].as_str()).collect();
-    assert_eq!(serde_json::from_str::<Value>(&args).unwrap(), json!({"city": "sim"}));
-    let finish = chunks.iter().find_map(|c| c["choices"][0]["finish_reason"].as_str()).unwrap();
+    let args: String = calls
+        .iter()
+        .filter_map(|c| c["function"]["arguments"].as_str())
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&args).unwrap(),
+        json!({"city": "sim"})
+    );
+    let finish = chunks
+        .iter()
+        .find_map(|c| c["choices"][0]["finish_reason"].as_str())
+        .unwrap();
     assert_eq!(finish, "tool_calls");
 
     // The tool result goes back and the model answers with text.
@@ -156,8 +202,16 @@ async fn streamed_tool_call_arrives_in_openai_shape() {
         ],
         "tools": body["tools"],
     });
-    let v: Value = gw.post("/api/v1/chat/completions", &key.key, &follow).await.json().await.unwrap();
-    assert_eq!(v["choices"][0]["message"]["content"], "The tool returned: sunny");
+    let v: Value = gw
+        .post("/api/v1/chat/completions", &key.key, &follow)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "The tool returned: sunny"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -180,7 +234,12 @@ async fn credits_are_decremented_exactly_and_exhaustion_is_402() {
             402 => {
                 let v: Value = r.json().await.unwrap();
                 assert_eq!(v["error"]["code"], 402);
-                assert!(v["error"]["message"].as_str().unwrap().contains("Insufficient credits"));
+                assert!(
+                    v["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("Insufficient credits")
+                );
                 refused += 1;
             }
             s => panic!("unexpected status {s}"),
@@ -214,10 +273,18 @@ async fn upstream_without_usage_is_counted_with_the_tokenizer() {
             .await;
         let id = r.headers()["x-generation-id"].to_str().unwrap().to_string();
         let _ = r.text().await.unwrap();
-        let g: Value = gw.get(&format!("/api/v1/generation?id={id}"), &key.key).await.json().await.unwrap();
+        let g: Value = gw
+            .get(&format!("/api/v1/generation?id={id}"), &key.key)
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(g["data"]["usage_estimated"], true, "stream={stream}");
         let expected = llmux::metering::estimate::count("counting these words");
-        assert_eq!(g["data"]["tokens_completion"], expected, "counted with the o200k tokenizer");
+        assert_eq!(
+            g["data"]["tokens_completion"], expected,
+            "counted with the o200k tokenizer"
+        );
         assert!(g["data"]["tokens_prompt"].as_u64().unwrap() > 3);
     }
 }
@@ -239,7 +306,10 @@ async fn client_disconnect_mid_stream_is_recorded_as_cancelled_and_billed() {
             &json!({"model": MODEL, "stream": true, "messages": [{"role": "user", "content": "tell me a long story"}]}),
         )
         .await;
-    let id = resp.headers()["x-generation-id"].to_str().unwrap().to_string();
+    let id = resp.headers()["x-generation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let mut got = 0;
     while got < 5 {
         if resp.chunk().await.unwrap().is_some() {
@@ -251,7 +321,9 @@ async fn client_disconnect_mid_stream_is_recorded_as_cancelled_and_billed() {
     let mut record = Value::Null;
     for _ in 0..50 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let r = gw.get(&format!("/api/v1/generation?id={id}"), &key.key).await;
+        let r = gw
+            .get(&format!("/api/v1/generation?id={id}"), &key.key)
+            .await;
         if r.status() == 200 {
             record = r.json().await.unwrap();
             break;
@@ -260,20 +332,34 @@ async fn client_disconnect_mid_stream_is_recorded_as_cancelled_and_billed() {
     let d = &record["data"];
     assert_eq!(d["cancelled"], true, "{record}");
     let produced = d["tokens_completion"].as_u64().unwrap();
-    assert!(produced > 0 && produced < 200, "billed for what was produced: {produced}");
+    assert!(
+        produced > 0 && produced < 200,
+        "billed for what was produced: {produced}"
+    );
     assert!(d["total_cost"].as_f64().unwrap() > 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn catalog_endpoints_speak_openrouter_shapes() {
     let (gw, _sim) = gateway_with_sim("").await;
-    let list: Value = gw.http.get(gw.url("/api/v1/models?offset=0&limit=500")).send().await.unwrap().json().await.unwrap();
+    let list: Value = gw
+        .http
+        .get(gw.url("/api/v1/models?offset=0&limit=500"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["total_count"], 1);
     let m = &list["data"][0];
     assert_eq!(m["id"], MODEL);
     assert_eq!(m["pricing"]["prompt"], "0.00000028");
     assert_eq!(m["pricing"]["completion"], "0.00000042");
-    assert_eq!(m["links"]["details"], format!("/api/v1/models/{MODEL}/endpoints"));
+    assert_eq!(
+        m["links"]["details"],
+        format!("/api/v1/models/{MODEL}/endpoints")
+    );
     assert_eq!(m["origin_country"], "CN");
     let eps: Value = gw
         .http
@@ -288,8 +374,21 @@ async fn catalog_endpoints_speak_openrouter_shapes() {
     assert_eq!(e["tag"], "simco");
     assert_eq!(e["provider_name"], "simco provider");
     assert_eq!(e["pricing"]["prompt"], "0.00000028");
-    let missing = gw.http.get(gw.url("/api/v1/models/nobody/nothing/endpoints")).send().await.unwrap();
+    let missing = gw
+        .http
+        .get(gw.url("/api/v1/models/nobody/nothing/endpoints"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
-    let health: Value = gw.http.get(gw.url("/healthz")).send().await.unwrap().json().await.unwrap();
+    let health: Value = gw
+        .http
+        .get(gw.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "ok");
 }

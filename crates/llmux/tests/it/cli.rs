@@ -33,7 +33,11 @@ async fn config_is_accepted_before_or_after_subcommand_flags() {
         .args(["keys", "create", "--name", "before", "--json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let before: Value = serde_json::from_slice(&out.stdout).unwrap();
     // From the environment.
     let out = Command::new(BIN)
@@ -41,18 +45,31 @@ async fn config_is_accepted_before_or_after_subcommand_flags() {
         .args(["keys", "create", "--name", "env"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let env_key = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(env_key.starts_with("sk-llmux-v1-"));
 
-    for k in [after.key.as_str(), before["key"].as_str().unwrap(), env_key.as_str()] {
+    for k in [
+        after.key.as_str(),
+        before["key"].as_str().unwrap(),
+        env_key.as_str(),
+    ] {
         let r = gw.post("/api/v1/chat/completions", k, &chat()).await;
         assert_eq!(r.status(), 200, "a key made by the CLI works on the server");
     }
 
     let list = gw.cli(&["keys", "list", "--json"]);
     let list: Value = serde_json::from_slice(&list.stdout).unwrap();
-    let names: Vec<&str> = list.as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names.len(), 3);
     for n in ["after", "before", "env"] {
         assert!(names.contains(&n));
@@ -69,14 +86,21 @@ async fn credits_added_by_the_cli_are_usable_at_once() {
     let r = gw.post("/api/v1/chat/completions", &key.key, &chat()).await;
     assert_eq!(r.status(), 402);
     let out = gw.cli(&["credits", "add", &key.account, "5", "--note", "top-up"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let started = std::time::Instant::now();
     loop {
         let r = gw.post("/api/v1/chat/completions", &key.key, &chat()).await;
         if r.status() == 200 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(1), "top-up not visible within a second");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "top-up not visible within a second"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -87,17 +111,36 @@ async fn bad_cli_input_fails_clearly() {
     let key = gw.create_key("k", None);
     for (args, needle) in [
         (vec!["credits", "add", &key.account, "-5"], "positive"),
-        (vec!["credits", "add", &key.account, "lots"], "not a decimal"),
-        (vec!["credits", "add", "acct_missing", "5"], "does not exist"),
+        (
+            vec!["credits", "add", &key.account, "lots"],
+            "not a decimal",
+        ),
+        (
+            vec!["credits", "add", "acct_missing", "5"],
+            "does not exist",
+        ),
         (vec!["keys", "disable", "0000"], "no key"),
-        (vec!["keys", "create", "--name", "x", "--credits", "0.0000000000001"], "precision"),
+        (
+            vec![
+                "keys",
+                "create",
+                "--name",
+                "x",
+                "--credits",
+                "0.0000000000001",
+            ],
+            "precision",
+        ),
     ] {
         let out = gw.cli(&args);
         assert!(!out.status.success(), "{args:?} should fail");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
     }
-    let out = Command::new(BIN).args(["serve", "--config", "/nonexistent/llmux.toml"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config", "/nonexistent/llmux.toml"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/llmux.toml"));
 }

@@ -22,7 +22,9 @@ pub async fn sim() -> SimHandle {
 }
 
 pub async fn sim_with(config: SimConfig) -> SimHandle {
-    llmux_sim::spawn("127.0.0.1:0".parse().unwrap(), config).await.unwrap()
+    llmux_sim::spawn("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap()
 }
 
 /// `[[providers]]` for an OpenAI-compatible upstream.
@@ -33,7 +35,14 @@ pub fn provider(slug: &str, base_url: &str, extra: &str) -> String {
 }
 
 /// `[[endpoints]]` with prices in USD per million tokens.
-pub fn endpoint(model: &str, provider: &str, upstream: &str, prompt: &str, completion: &str, extra: &str) -> String {
+pub fn endpoint(
+    model: &str,
+    provider: &str,
+    upstream: &str,
+    prompt: &str,
+    completion: &str,
+    extra: &str,
+) -> String {
     format!(
         "[[endpoints]]\nmodel = \"{model}\"\nprovider = \"{provider}\"\nupstream_model = \"{upstream}\"\n\
          pricing = {{ prompt = \"{prompt}\", completion = \"{completion}\" }}\n{extra}\n"
@@ -97,7 +106,8 @@ impl Gateway {
                     }
                 }
                 Err(_) => {
-                    let log = std::fs::read_to_string(dir.path().join("llmux.log")).unwrap_or_default();
+                    let log =
+                        std::fs::read_to_string(dir.path().join("llmux.log")).unwrap_or_default();
                     panic!("llmux did not start:\n{log}");
                 }
             }
@@ -141,7 +151,11 @@ impl Gateway {
             args.extend(["--credits", c]);
         }
         let out = self.cli(&args);
-        assert!(out.status.success(), "keys create failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "keys create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         Key {
             key: v["key"].as_str().unwrap().to_string(),
@@ -161,7 +175,12 @@ impl Gateway {
     }
 
     pub async fn get(&self, path: &str, key: &str) -> reqwest::Response {
-        self.http.get(self.url(path)).bearer_auth(key).send().await.unwrap()
+        self.http
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// The server's log so far (for assertion messages).
@@ -171,7 +190,10 @@ impl Gateway {
 
     /// Stop with SIGTERM (a graceful shutdown) and wait.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         for _ in 0..200 {
             if let Ok(Some(s)) = self.child.try_wait() {
                 return s;
@@ -207,7 +229,10 @@ pub fn sse_data(body: &str) -> Vec<String> {
 /// body so no float rounding hides an error.
 pub fn raw_number(body: &str, field: &str) -> String {
     let needle = format!("\"{field}\":");
-    let start = body.rfind(&needle).unwrap_or_else(|| panic!("no {field} in {body}")) + needle.len();
+    let start = body
+        .rfind(&needle)
+        .unwrap_or_else(|| panic!("no {field} in {body}"))
+        + needle.len();
     body[start..]
         .chars()
         .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+'))
@@ -217,10 +242,13 @@ pub fn raw_number(body: &str, field: &str) -> String {
 /// `tokens × price per million`, exact.
 pub fn cost(parts: &[(u64, &str)]) -> rust_decimal::Decimal {
     use std::str::FromStr;
-    parts.iter().fold(rust_decimal::Decimal::ZERO, |acc, (tokens, per_m)| {
-        acc + rust_decimal::Decimal::from(*tokens) * rust_decimal::Decimal::from_str(per_m).unwrap()
-            / rust_decimal::Decimal::from(1_000_000)
-    })
+    parts
+        .iter()
+        .fold(rust_decimal::Decimal::ZERO, |acc, (tokens, per_m)| {
+            acc + rust_decimal::Decimal::from(*tokens)
+                * rust_decimal::Decimal::from_str(per_m).unwrap()
+                / rust_decimal::Decimal::from(1_000_000)
+        })
 }
 
 pub fn dec(s: &str) -> rust_decimal::Decimal {

@@ -13,7 +13,11 @@ async fn sigterm_flushes_pending_records() {
         endpoint("deepseek/deepseek-v3.2", "simco", "ok", "0.28", "0.42", "")
     );
     // A flush interval far beyond the test: only the shutdown can write the records.
-    let mut gw = Gateway::start("", &format!("[metering]\nflush_interval_ms = 600000\n\n{rest}")).await;
+    let mut gw = Gateway::start(
+        "",
+        &format!("[metering]\nflush_interval_ms = 600000\n\n{rest}"),
+    )
+    .await;
     let key = gw.create_key("t", Some("1"));
     let n = 25;
     for i in 0..n {
