@@ -4,6 +4,7 @@
 Inputs (defaults: the reference data beside this repository):
   --models   OpenRouter's GET /api/v1/models answer ({"data": [...]})
   --authors  authors.tsv: author slug, display name, country of origin (ISO code or "unknown")
+  --litellm  LiteLLM's price table, for embedding models (OpenRouter's list has none)
 
 The output keeps OpenRouter's model objects as they are (ids, names, prices per token as
 decimal strings, context lengths, modalities) and adds the author table, so the catalog is
@@ -22,10 +23,20 @@ REPO = os.path.dirname(HERE)
 DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 
 
+# Embedding models, from LiteLLM's table: its key -> (catalog id, display name).
+EMBEDDINGS = {
+    "text-embedding-3-small": ("openai/text-embedding-3-small", "OpenAI: Text Embedding 3 Small"),
+    "text-embedding-3-large": ("openai/text-embedding-3-large", "OpenAI: Text Embedding 3 Large"),
+    "text-embedding-ada-002": ("openai/text-embedding-ada-002", "OpenAI: Text Embedding Ada 002"),
+    "mistral/mistral-embed": ("mistralai/mistral-embed", "Mistral: Mistral Embed"),
+}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=os.path.join(DATA, "openrouter-models.json"))
     ap.add_argument("--authors", default=os.path.join(DATA, "authors.tsv"))
+    ap.add_argument("--litellm", default=os.path.join(DATA, "litellm-model-prices.json"))
     ap.add_argument("--out", default=os.path.join(REPO, "crates", "llmux", "catalog", "models.json"))
     args = ap.parse_args()
 
@@ -44,6 +55,29 @@ def main() -> int:
     missing = sorted({m["id"].split("/")[0] for m in models} - known)
     if missing:
         print(f"warning: authors without an entry in {args.authors}: {missing}", file=sys.stderr)
+
+    with open(args.litellm, encoding="utf-8") as f:
+        litellm = json.load(f)
+    for key, (model_id, name) in EMBEDDINGS.items():
+        entry = litellm[key]
+        price = "{:.12f}".format(entry["input_cost_per_token"]).rstrip("0").rstrip(".")
+        models.append({
+            "id": model_id,
+            "canonical_slug": model_id,
+            "hugging_face_id": "",
+            "name": name,
+            "created": 0,
+            "description": f"Text embeddings ({entry.get('output_vector_size', 'variable')} dimensions). Price from LiteLLM's table ({key}).",
+            "context_length": entry.get("max_input_tokens"),
+            "architecture": {"modality": "text->embeddings", "input_modalities": ["text"],
+                             "output_modalities": ["embeddings"], "tokenizer": "Other", "instruct_type": None},
+            "pricing": {"prompt": price, "completion": "0"},
+            "top_provider": {"context_length": entry.get("max_input_tokens"), "max_completion_tokens": None,
+                             "is_moderated": False},
+            "per_request_limits": None,
+            "supported_parameters": ["dimensions", "encoding_format", "user"],
+            "default_parameters": {},
+        })
 
     models.sort(key=lambda m: m["id"])
     out = {

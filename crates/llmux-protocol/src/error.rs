@@ -39,3 +39,17 @@ pub fn parse_json<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T
         }
     })
 }
+
+/// Take `key` out of a JSON object as a `T` (absent or null: `None`), naming the field in the
+/// error.
+pub fn take_field<T: serde::de::DeserializeOwned>(
+    obj: &mut serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Result<Option<T>, ProtocolError> {
+    match obj.remove(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| ProtocolError::InvalidRequest(format!("{key}: {e}"))),
+    }
+}

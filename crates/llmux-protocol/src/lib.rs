@@ -9,8 +9,10 @@
 //!
 //! N inbound formats plus M upstream formats make N + M translators, never N × M.
 
+pub mod anthropic;
 pub mod canonical;
 pub mod error;
+pub mod gemini;
 pub mod openai;
 pub mod sse;
 

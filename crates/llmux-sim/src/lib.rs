@@ -1,6 +1,6 @@
-//! A simulated LLM provider: a real HTTP server that speaks the OpenAI chat-completions
-//! protocol (and the Anthropic and Gemini ones), with deterministic output, exact usage, and
-//! knobs for latency and failures. Tests, benchmarks and `llmux serve --demo` use it.
+//! A simulated LLM provider: a real HTTP server that speaks the OpenAI chat-completions and
+//! embeddings protocols, Anthropic Messages and Gemini generateContent, with deterministic
+//! output, exact usage, and knobs for latency and failures. Tests, benchmarks and `llmux serve --demo` use it.
 //!
 //! It deliberately shares no code with the gateway's translators, so that tests run each
 //! translator against an independent implementation of the wire format.
@@ -13,7 +13,10 @@
 //! - the control API: `POST /_sim/control` sets a fault for every request (or for one model)
 //!   until cleared, and `GET /_sim/requests` lists the requests received.
 
+mod anthropic;
 pub mod directives;
+mod embeddings;
+mod gemini;
 mod log;
 mod openai;
 mod script;

@@ -95,6 +95,17 @@ impl Script {
     pub fn reasoning_text(&self) -> String {
         self.reasoning.concat()
     }
+
+    /// The signature the simulator issues for its reasoning (providers that sign thinking
+    /// check it when it comes back).
+    pub fn signature(&self) -> String {
+        signature_for(&self.reasoning_text())
+    }
+}
+
+/// The simulator's signature for a reasoning text.
+pub fn signature_for(reasoning: &str) -> String {
+    format!("simsig-{:016x}", hash_of(reasoning))
 }
 
 const FILLER: &[&str] = &[

@@ -19,8 +19,8 @@ use serde::Deserialize;
 
 use crate::directives::{Directives, Fault};
 use crate::log::{RecordedRequest, RequestLog};
-use crate::openai;
 use crate::script::{self, Script, SimRequest};
+use crate::{anthropic, embeddings, gemini, openai};
 
 /// Process-wide settings (from `llmux sim` flags).
 #[derive(Debug, Clone, Default)]
@@ -322,6 +322,9 @@ pub fn router(state: Arc<SimState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(openai::chat))
         .route("/chat/completions", post(openai::chat))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1beta/models/{target}", post(gemini::generate))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/_sim/control", post(control).delete(clear_control))
         .route("/_sim/requests", get(requests).delete(clear_requests))
         .route("/_sim/stats", get(stats))

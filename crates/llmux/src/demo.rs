@@ -16,6 +16,8 @@ use crate::money::Money;
 use crate::storage::Store;
 
 pub const SIM_OPENAI: &str = "sim-openai";
+pub const SIM_ANTHROPIC: &str = "sim-anthropic";
+pub const SIM_GEMINI: &str = "sim-gemini";
 
 pub struct DemoProviders {
     pub providers: Vec<Provider>,
@@ -57,16 +59,32 @@ impl DemoProviders {
             },
         )
         .await?;
-        let providers = vec![sim_provider(
-            SIM_OPENAI,
-            "Simulated (OpenAI protocol)",
-            Api::OpenAi,
-            format!("{}/v1", sim.base_url()),
-        )];
+        let providers = vec![
+            sim_provider(
+                SIM_OPENAI,
+                "Simulated (OpenAI protocol)",
+                Api::OpenAi,
+                format!("{}/v1", sim.base_url()),
+            ),
+            sim_provider(
+                SIM_ANTHROPIC,
+                "Simulated (Anthropic protocol)",
+                Api::Anthropic,
+                format!("{}/v1", sim.base_url()),
+            ),
+            sim_provider(
+                SIM_GEMINI,
+                "Simulated (Gemini protocol)",
+                Api::Gemini,
+                format!("{}/v1beta", sim.base_url()),
+            ),
+        ];
         Ok(DemoProviders { providers, sim })
     }
 
-    /// The demo endpoint for a catalog model: the simulator, at the model's catalog price.
+    /// The demo endpoint for a catalog model: the simulator, at the model's catalog price,
+    /// speaking the protocol of the model's own maker (Anthropic's for Claude, Gemini's for
+    /// Google's models, OpenAI's for the rest), so the demo exercises every adapter.
     pub fn endpoint_for(
         &self,
         m: &Model,
@@ -75,12 +93,19 @@ impl DemoProviders {
         if m.reference_pricing.variable {
             return None;
         }
-        let provider = providers.get(SIM_OPENAI)?.clone();
+        let (slug, upstream_model) = match m.author.as_str() {
+            "anthropic" | "~anthropic" if !m.is_embedding_model() => {
+                (SIM_ANTHROPIC, m.slug().to_string())
+            }
+            "google" | "~google" if !m.is_embedding_model() => (SIM_GEMINI, m.slug().to_string()),
+            _ => (SIM_OPENAI, m.id.clone()),
+        };
+        let provider = providers.get(slug)?.clone();
         Some(Endpoint {
             model_id: m.id.clone(),
             model_name: m.name.clone(),
             provider,
-            upstream_model: m.id.clone(),
+            upstream_model,
             pricing: m.reference_pricing.clone(),
             context_length: m.top_provider.context_length.or(m.context_length),
             max_completion_tokens: m.top_provider.max_completion_tokens,

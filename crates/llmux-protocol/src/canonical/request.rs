@@ -27,9 +27,49 @@ pub struct ChatRequest {
     pub provider: Option<Value>,
     /// Legacy `route: "fallback"`.
     pub route: Option<String>,
+    /// Tools in one protocol's own shape (Anthropic's server tools, ...), forwarded only to
+    /// upstreams speaking that protocol.
+    pub raw_tools: Vec<RawItem>,
     /// Fields this version does not model, forwarded as-is to upstreams that speak the same
     /// protocol the request arrived in (e.g. `logit_bias`, `logprobs`, `seed`).
     pub extra: Map<String, Value>,
+}
+
+/// The wire protocols llmux speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::OpenAi => "OpenAI",
+            Protocol::Anthropic => "Anthropic",
+            Protocol::Gemini => "Gemini",
+        }
+    }
+}
+
+/// Something in one protocol's own shape that the canonical types do not model (a content
+/// part, a tool, a response block). It travels unchanged between peers speaking that protocol
+/// and is refused (requests) or left out (responses) elsewhere.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawItem {
+    pub protocol: Protocol,
+    pub value: Value,
+}
+
+impl RawItem {
+    /// The item's `type` field, for messages.
+    pub fn kind(&self) -> &str {
+        self.value
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+    }
 }
 
 impl ChatRequest {
@@ -51,6 +91,23 @@ impl ChatRequest {
             n += t.parameters.as_ref().map_or(0, |p| p.to_string().len());
         }
         n
+    }
+
+    /// Every tool result must answer a tool call made earlier in the conversation; no
+    /// provider accepts orphans, and some need the call to translate the result.
+    pub fn check_tool_results(&self) -> Result<(), crate::ProtocolError> {
+        let mut calls: Vec<&str> = Vec::new();
+        for (i, m) in self.messages.iter().enumerate() {
+            calls.extend(m.tool_calls.iter().map(|c| c.id.as_str()));
+            if let Some(id) = &m.tool_call_id
+                && !calls.contains(&id.as_str())
+            {
+                return Err(crate::ProtocolError::InvalidRequest(format!(
+                    "messages[{i}]: tool result for a tool call that does not exist ({id:?})"
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub fn has_images(&self) -> bool {
@@ -144,9 +201,9 @@ pub enum Part {
         detail: Option<String>,
         cache_control: Option<CacheControl>,
     },
-    /// A content part this version does not model (audio, files, ...), kept as sent. It is
-    /// forwarded to upstreams of the protocol it came in and refused by the others.
-    Raw { kind: String, value: Value },
+    /// A content part this version does not model (audio, documents, server-tool results,
+    /// ...), kept as sent.
+    Raw(RawItem),
 }
 
 impl Part {
@@ -194,12 +251,15 @@ pub struct CacheControl {
     pub ttl: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ToolCall {
     pub id: String,
     pub name: String,
     /// The arguments as a JSON text, exactly as the model produced them.
     pub arguments: String,
+    /// Fields of the call only one protocol has (Anthropic's `caller`), as an object, kept
+    /// for peers speaking that protocol.
+    pub extra: Option<RawItem>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -210,6 +270,9 @@ pub struct Tool {
     pub parameters: Option<Value>,
     pub strict: Option<bool>,
     pub cache_control: Option<CacheControl>,
+    /// Fields of the tool definition this version does not model (e.g. Anthropic's
+    /// `defer_loading`), forwarded only to upstreams of the request's own protocol.
+    pub extra: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,6 +353,23 @@ pub struct ReasoningConfig {
 }
 
 impl ReasoningConfig {
+    /// A thinking budget in tokens for providers that take one: the explicit `max_tokens`, else
+    /// OpenRouter's share of the completion limit for the effort (xhigh 95%, high 80%, medium
+    /// 50%, low 20%, minimal 10%), at least 1024.
+    pub fn budget(&self, max_tokens: u32) -> u32 {
+        if let Some(b) = self.max_tokens {
+            return b.max(1024);
+        }
+        let share = match self.effort.unwrap_or(Effort::Medium) {
+            Effort::XHigh => 0.95,
+            Effort::High => 0.8,
+            Effort::Medium => 0.5,
+            Effort::Low => 0.2,
+            Effort::Minimal | Effort::None => 0.1,
+        };
+        ((max_tokens as f64 * share) as u32).max(1024)
+    }
+
     /// Whether reasoning is asked for at all.
     pub fn is_on(&self) -> bool {
         match self.enabled {

@@ -97,6 +97,7 @@ impl ChatResponse {
                 index: i,
                 id: c.id.clone(),
                 name: c.name.clone(),
+                extra: c.extra.clone(),
             });
             ev.push(StreamEvent::ToolCallArgs {
                 index: i,

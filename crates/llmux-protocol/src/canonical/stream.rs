@@ -21,6 +21,8 @@ pub enum StreamEvent {
         index: usize,
         id: String,
         name: String,
+        /// Protocol-specific fields of the call (see [`super::ToolCall::extra`]).
+        extra: Option<super::RawItem>,
     },
     /// A fragment of a tool call's JSON arguments.
     ToolCallArgs {
@@ -36,6 +38,9 @@ pub enum StreamEvent {
     Finish(Finish),
     /// The upstream reported an error mid-stream.
     Error(StreamError),
+    /// A whole response block in one protocol's own shape (e.g. Anthropic's `server_tool_use`),
+    /// rendered to clients of that protocol and left out for the others.
+    Raw(super::RawItem),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,12 +81,18 @@ impl ResponseBuilder {
                 self.text.push_str(t);
             }
             StreamEvent::Reasoning(b) => self.push_reasoning(b),
-            StreamEvent::ToolCallStart { index, id, name } => {
+            StreamEvent::ToolCallStart {
+                index,
+                id,
+                name,
+                extra,
+            } => {
                 self.tool_index.push(*index);
                 self.resp.tool_calls.push(ToolCall {
                     id: id.clone(),
                     name: name.clone(),
                     arguments: String::new(),
+                    extra: extra.clone(),
                 });
             }
             StreamEvent::ToolCallArgs { index, arguments } => {
@@ -89,7 +100,7 @@ impl ResponseBuilder {
                     self.resp.tool_calls[pos].arguments.push_str(arguments);
                 }
             }
-            StreamEvent::ToolCallEnd { .. } => {}
+            StreamEvent::ToolCallEnd { .. } | StreamEvent::Raw(_) => {}
             StreamEvent::Usage(u) => self.resp.usage = Some(u.clone()),
             StreamEvent::Finish(f) => self.resp.finish = Some(f.clone()),
             StreamEvent::Error(e) => self.error = Some(e.clone()),
@@ -196,6 +207,7 @@ mod tests {
                 index: 0,
                 id: "c1".into(),
                 name: "f".into(),
+                extra: None,
             },
             StreamEvent::ToolCallArgs {
                 index: 0,

@@ -14,7 +14,9 @@ use crate::error::parse_json;
 /// Parse a request body. Errors name the offending field.
 pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ProtocolError> {
     let wire: WireRequest = parse_json(body).map_err(ProtocolError::InvalidRequest)?;
-    wire.into_canonical()
+    let req = wire.into_canonical()?;
+    req.check_tool_results()?;
+    Ok(req)
 }
 
 /// The request as sent; known fields are typed, the rest kept in `extra`.
@@ -238,6 +240,7 @@ impl WireRequest {
             session_id: self.session_id,
             provider: self.provider,
             route: self.route,
+            raw_tools: Vec::new(),
             extra: self.extra,
         })
     }
@@ -388,10 +391,10 @@ fn parse_part(v: &Value, at: &str) -> Result<Part, ProtocolError> {
                 cache_control: parse_cache_control(obj, at)?,
             })
         }
-        Some(kind) => Ok(Part::Raw {
-            kind: kind.to_string(),
+        Some(_) => Ok(Part::Raw(RawItem {
+            protocol: Protocol::OpenAi,
             value: v.clone(),
-        }),
+        })),
         None => Err(invalid(format!("{at}.type: required"))),
     }
 }
@@ -418,6 +421,7 @@ fn parse_tool_call(v: &Value, at: &str) -> Result<ToolCall, ProtocolError> {
         id: id.to_string(),
         name: name.to_string(),
         arguments,
+        extra: None,
     })
 }
 
@@ -460,6 +464,7 @@ fn parse_tool(v: Value, i: usize) -> Result<Tool, ProtocolError> {
         parameters,
         strict,
         cache_control: parse_cache_control(&obj, &at)?,
+        extra: Map::new(),
     })
 }
 

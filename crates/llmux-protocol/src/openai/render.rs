@@ -347,7 +347,9 @@ impl ChunkWriter {
                     self.reasoning_open = false;
                 }
             }
-            StreamEvent::ToolCallStart { index, id, name } => self.chunk(
+            StreamEvent::ToolCallStart {
+                index, id, name, ..
+            } => self.chunk(
                 Delta {
                     role: Some("assistant"),
                     tool_calls: Some([ToolCallOut {
@@ -391,7 +393,10 @@ impl ChunkWriter {
                 out,
             ),
             // Usage is written once, by `usage`, with the cost; errors by `error`.
-            StreamEvent::ToolCallEnd { .. } | StreamEvent::Usage(_) | StreamEvent::Error(_) => {}
+            StreamEvent::ToolCallEnd { .. }
+            | StreamEvent::Usage(_)
+            | StreamEvent::Error(_)
+            | StreamEvent::Raw(_) => {}
         }
     }
 

@@ -123,6 +123,7 @@ impl Serialize for Body<'_> {
                     .map(|t| ToolOut {
                         tool: t,
                         cache_control: d == Dialect::OpenRouter,
+                        extra: o.forward_extra,
                     })
                     .collect::<Vec<_>>(),
             )?;
@@ -153,7 +154,9 @@ impl Serialize for Body<'_> {
                     m.serialize_entry("reasoning", &v)?;
                 }
                 Dialect::OpenAi | Dialect::Generic => {
-                    if let Some(e) = rc.effort {
+                    // A budget without an effort (Anthropic-style thinking) asks for medium.
+                    let effort = rc.effort.or(rc.is_on().then_some(Effort::Medium));
+                    if let Some(e) = effort {
                         m.serialize_entry("reasoning_effort", e.as_str())?;
                     } else if rc.enabled == Some(false) {
                         m.serialize_entry("reasoning_effort", "none")?;
@@ -299,7 +302,7 @@ struct PartOut<'a> {
 impl Serialize for PartOut<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.part {
-            Part::Raw { value, .. } => value.serialize(s),
+            Part::Raw(raw) => raw.value.serialize(s),
             Part::Text {
                 text,
                 cache_control,
@@ -345,6 +348,8 @@ fn cache_control_json(cc: &CacheControl) -> Value {
 struct ToolOut<'a> {
     tool: &'a Tool,
     cache_control: bool,
+    /// Forward the tool's unmodelled fields (same protocol only).
+    extra: bool,
 }
 
 impl Serialize for ToolOut<'_> {
@@ -360,6 +365,11 @@ impl Serialize for ToolOut<'_> {
         }
         if let Some(st) = t.strict {
             f.insert("strict".into(), st.into());
+        }
+        if self.extra {
+            for (k, v) in &t.extra {
+                f.insert(k.clone(), v.clone());
+            }
         }
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("type", "function")?;

@@ -179,6 +179,7 @@ pub fn decode_response(body: &[u8]) -> Result<ChatResponse, ProtocolError> {
                 id: c.id.unwrap_or_else(|| format!("call_{i}")),
                 name: f.as_ref().and_then(|f| f.name.clone()).unwrap_or_default(),
                 arguments: arguments_text(&f.and_then(|f| f.arguments)),
+                extra: None,
             }
         })
         .collect();
@@ -207,11 +208,18 @@ pub fn decode_error_message(body: &[u8]) -> String {
             let e = v.get("error").unwrap_or(&v);
             match e {
                 Value::String(s) => s.clone(),
-                _ => e
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string()),
+                _ => {
+                    let msg = e
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string());
+                    // Gateways (OpenRouter) put the provider's own words in metadata.raw.
+                    match e.pointer("/metadata/raw").and_then(Value::as_str) {
+                        Some(raw) if !msg.contains(raw) => format!("{msg}: {raw}"),
+                        _ => msg,
+                    }
+                }
             }
         }
         Err(_) => String::from_utf8_lossy(body).trim().to_string(),

@@ -189,6 +189,7 @@ impl StreamDecoder {
                         index: slot.canonical,
                         id,
                         name,
+                        extra: None,
                     });
                     let pending = std::mem::take(&mut slot.pending_args);
                     if !pending.is_empty() {

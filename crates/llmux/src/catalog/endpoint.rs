@@ -160,7 +160,7 @@ mod tests {
             reasoning_tokens: 100,
             ..u.clone()
         };
-        // 400 completion × 0.42/M + 100 reasoning × 1/M
-        assert_eq!(with_reasoning.cost(&u2, 0).to_string(), "0.0003852");
+        // 600 × 0.28/M + 400 × 0.028/M + 400 completion × 0.42/M + 100 reasoning × 1/M
+        assert_eq!(with_reasoning.cost(&u2, 0).to_string(), "0.0004472");
     }
 }

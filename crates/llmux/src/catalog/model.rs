@@ -59,6 +59,14 @@ impl Model {
         self.id.split_once('/').map_or(self.id.as_str(), |(_, s)| s)
     }
 
+    /// A model whose output is embeddings (served by `/embeddings`, not chat).
+    pub fn is_embedding_model(&self) -> bool {
+        self.architecture
+            .output_modalities
+            .iter()
+            .any(|o| o == "embeddings")
+    }
+
     pub fn accepts_images(&self) -> bool {
         self.architecture
             .input_modalities

@@ -5,6 +5,8 @@
 //! Adding an inbound protocol: write its wire translation in `llmux-protocol`, a handler and a
 //! [`Format`] here, and mount the route in [`crate::server`].
 
+pub mod anthropic_messages;
+pub mod embeddings;
 pub mod openai_chat;
 
 use llmux_protocol::canonical::{ChatResponse, Finish, StreamEvent, Usage};
@@ -31,7 +33,13 @@ pub trait Format: Send + Sync + 'static {
     fn api_type(&self) -> &'static str;
     /// Whether requests in this format may pass unmodelled fields to an upstream speaking `api`.
     fn same_protocol(&self, api: Api) -> bool;
-    fn render_complete(&self, resp: &ChatResponse, served: &Served<'_>) -> Vec<u8>;
+    /// A whole answer: its events in content order, and the same folded into a response.
+    fn render_complete(
+        &self,
+        events: &[StreamEvent],
+        resp: &ChatResponse,
+        served: &Served<'_>,
+    ) -> Vec<u8>;
     /// A writer for one stream, served by `model` at `provider_name`.
     fn stream_writer(
         &self,

@@ -31,7 +31,12 @@ impl Format for OpenAiChat {
         api == Api::OpenAi
     }
 
-    fn render_complete(&self, resp: &ChatResponse, s: &Served<'_>) -> Vec<u8> {
+    fn render_complete(
+        &self,
+        _events: &[StreamEvent],
+        resp: &ChatResponse,
+        s: &Served<'_>,
+    ) -> Vec<u8> {
         let cost = s.cost.to_string();
         openai::render::render_response(
             resp,

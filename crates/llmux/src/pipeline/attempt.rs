@@ -46,6 +46,7 @@ pub(super) fn build(
         endpoint: e,
         stream,
         same_protocol: job.format.same_protocol(e.provider.api),
+        anthropic_beta: job.meta.anthropic_beta.as_deref(),
     };
     adapter
         .build(&job.req, &ctx)

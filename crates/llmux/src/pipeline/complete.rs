@@ -51,13 +51,14 @@ pub(crate) async fn drive(mut job: Job, mut head: oneshot::Sender<Head>) {
                 }
             };
             match outcome {
-                Ok(resp) => {
+                Ok(events) => {
                     attempt::note(&mut job.rec, e, started, None);
                     let mut built = ResponseBuilder::new();
-                    for ev in resp.to_events() {
-                        built.push(&ev);
+                    for ev in &events {
+                        built.push(ev);
                     }
                     let (usage, estimated) = accounting::final_usage(&job.req, &built);
+                    let resp = built.finish_response();
                     let charged = attempt::settle_served(
                         &mut job,
                         &route.model,
@@ -72,6 +73,7 @@ pub(crate) async fn drive(mut job: Job, mut head: oneshot::Sender<Head>) {
                     job.rec.latency_ms = Some(job.meta.received.elapsed().as_millis() as i64);
                     let created = job.meta.received_ms / 1000;
                     let body = job.format.render_complete(
+                        &events,
                         &resp,
                         &Served {
                             id: &job.rec.id,

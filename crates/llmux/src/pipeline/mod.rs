@@ -16,6 +16,7 @@
 pub mod accounting;
 mod attempt;
 mod complete;
+pub mod embeddings;
 mod stream;
 
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub struct RequestMeta {
     pub app_title: Option<String>,
     pub user_agent: Option<String>,
     pub session_id: Option<String>,
+    /// The client's `anthropic-beta` header, passed to Anthropic upstreams.
+    pub anthropic_beta: Option<String>,
 }
 
 fn header_string(h: &HeaderMap, name: &str) -> Option<String> {
@@ -75,6 +78,7 @@ impl RequestMeta {
                 .or_else(|| header_string(h, "x-title")),
             user_agent: header_string(h, "user-agent"),
             session_id: header_string(h, "x-session-id"),
+            anthropic_beta: header_string(h, "anthropic-beta"),
         }
     }
 }

@@ -6,17 +6,20 @@
 //! in a module here, backed by the wire-format code in `llmux-protocol`, and return it from
 //! [`adapter_for`].
 
+mod anthropic;
 mod error;
+mod gemini;
 mod http;
 mod openai;
 
 use bytes::Bytes;
 use llmux_protocol::ProtocolError;
-use llmux_protocol::canonical::{ChatRequest, ChatResponse, StreamEvent};
+use llmux_protocol::canonical::{ChatRequest, StreamEvent};
 use llmux_protocol::sse::SseEvent;
 
 pub use error::{UpstreamError, UpstreamErrorKind};
 pub use http::{SseReader, Upstream};
+pub use openai::{OpenAiAdapter, embeddings_request};
 
 use crate::catalog::{Api, Endpoint};
 
@@ -34,6 +37,8 @@ pub struct BuildContext<'a> {
     /// The client spoke this adapter's protocol, so fields llmux does not model can be
     /// forwarded unchanged.
     pub same_protocol: bool,
+    /// The client's `anthropic-beta` header, for Anthropic upstreams.
+    pub anthropic_beta: Option<&'a str>,
 }
 
 pub trait Adapter: Send + Sync {
@@ -42,7 +47,8 @@ pub trait Adapter: Send + Sync {
         req: &ChatRequest,
         ctx: &BuildContext<'_>,
     ) -> Result<UpstreamRequest, ProtocolError>;
-    fn decode_response(&self, body: &[u8]) -> Result<ChatResponse, ProtocolError>;
+    /// A whole answer, as canonical events in content order.
+    fn decode_response(&self, body: &[u8]) -> Result<Vec<StreamEvent>, ProtocolError>;
     fn stream_decoder(&self) -> Box<dyn EventDecoder>;
     /// The readable message of an error body.
     fn error_message(&self, body: &[u8]) -> String;
@@ -59,8 +65,7 @@ pub trait EventDecoder: Send {
 pub fn adapter_for(api: Api) -> &'static dyn Adapter {
     match api {
         Api::OpenAi => &openai::OpenAiAdapter,
-        // Anthropic and Gemini adapters arrive with their protocols; until then their
-        // providers are refused at configuration time.
-        Api::Anthropic | Api::Gemini => &openai::OpenAiAdapter,
+        Api::Anthropic => &anthropic::AnthropicAdapter,
+        Api::Gemini => &gemini::GeminiAdapter,
     }
 }

@@ -4,13 +4,46 @@
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, header};
 use llmux_protocol::ProtocolError;
-use llmux_protocol::canonical::{ChatRequest, ChatResponse, StreamEvent};
+use llmux_protocol::canonical::{ChatRequest, StreamEvent};
 use llmux_protocol::openai;
 use llmux_protocol::sse::SseEvent;
 
 use super::{Adapter, BuildContext, EventDecoder, UpstreamRequest};
+use crate::catalog::{Endpoint, Provider};
 
 pub struct OpenAiAdapter;
+
+/// Headers for an OpenAI-compatible request: JSON, Bearer auth, the provider's own.
+fn headers(p: &Provider, stream: bool) -> Result<Vec<(HeaderName, HeaderValue)>, ProtocolError> {
+    let mut headers: Vec<(HeaderName, HeaderValue)> = Vec::with_capacity(4 + p.headers.len());
+    headers.push((
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    ));
+    if stream {
+        headers.push((
+            header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        ));
+    }
+    if let Some(secret) = p.credential.secret() {
+        let v = HeaderValue::try_from(format!("Bearer {secret}")).map_err(|_| {
+            ProtocolError::unsupported("the provider key is not a valid header value")
+        })?;
+        headers.push((header::AUTHORIZATION, v));
+    }
+    headers.extend(p.headers.iter().cloned());
+    Ok(headers)
+}
+
+/// `POST {base_url}/embeddings` with an already encoded body.
+pub fn embeddings_request(e: &Endpoint, body: Vec<u8>) -> Result<UpstreamRequest, ProtocolError> {
+    Ok(UpstreamRequest {
+        url: format!("{}/embeddings", e.provider.base_url),
+        headers: headers(&e.provider, false)?,
+        body: Bytes::from(body),
+    })
+}
 
 impl Adapter for OpenAiAdapter {
     fn build(
@@ -55,8 +88,8 @@ impl Adapter for OpenAiAdapter {
         })
     }
 
-    fn decode_response(&self, body: &[u8]) -> Result<ChatResponse, ProtocolError> {
-        openai::decode_response(body)
+    fn decode_response(&self, body: &[u8]) -> Result<Vec<StreamEvent>, ProtocolError> {
+        openai::decode_response(body).map(|r| r.to_events())
     }
 
     fn stream_decoder(&self) -> Box<dyn EventDecoder> {

@@ -73,11 +73,11 @@ pub fn plan(catalog: &Catalog, req: &ChatRequest) -> Result<RoutePlan, RouteErro
     let mut routes = Vec::new();
     let mut reasons = Vec::new();
     for id in &ids {
-        let Some(model) = resolve_model(catalog, id) else {
+        let Some(model) = resolve_model(catalog, id).filter(|m| !m.is_embedding_model()) else {
             if routes.is_empty() && ids.len() == 1 {
                 return Err(RouteError::InvalidModel(id.to_string()));
             }
-            reasons.push(format!("{id}: not a valid model ID"));
+            reasons.push(format!("{id}: not a valid chat model ID"));
             continue;
         };
         let mut endpoints: Vec<Arc<Endpoint>> = catalog.endpoints(&model.id).to_vec();

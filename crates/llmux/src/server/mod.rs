@@ -3,7 +3,7 @@
 
 pub mod auth;
 pub mod error;
-mod routes;
+pub(crate) mod routes;
 
 use std::sync::Arc;
 
@@ -21,6 +21,13 @@ fn api() -> Router<Arc<Gateway>> {
             "/chat/completions",
             post(inbound::openai_chat::chat_completions),
         )
+        .route("/messages", post(inbound::anthropic_messages::messages))
+        .route(
+            "/messages/count_tokens",
+            post(inbound::anthropic_messages::count_tokens),
+        )
+        .route("/embeddings", post(inbound::embeddings::embeddings))
+        .route("/embeddings/models", get(inbound::embeddings::models))
         .route("/models", get(routes::models::list))
         .route("/models/count", get(routes::models::count))
         .route("/models/{*rest}", get(routes::models::endpoints))

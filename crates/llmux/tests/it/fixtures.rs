@@ -1,62 +1,15 @@
 //! Real provider recordings replayed as the upstream: what comes out of llmux must carry the
 //! same content, tool calls, reasoning, finish reasons and usage, at the exact cost.
 
-use std::sync::Arc;
-
-use axum::body::Bytes;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use crate::harness::*;
 
-fn fixture(path: &str) -> Vec<u8> {
-    let p = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
-}
-
-fn fixture_json(path: &str) -> Value {
-    serde_json::from_slice(&fixture(path)).unwrap()
-}
-
-/// An upstream that answers each request with the next recorded response.
-struct Replay {
-    base: String,
-    seen: Arc<Mutex<Vec<Value>>>,
-}
-
-async fn replay(answers: Vec<(u16, &'static str, Vec<u8>)>) -> Replay {
-    let queue = Arc::new(Mutex::new(std::collections::VecDeque::from(answers)));
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let (q, s) = (queue.clone(), seen.clone());
-    let app = axum::Router::new().fallback(move |body: Bytes| {
-        let (q, s) = (q.clone(), s.clone());
-        async move {
-            s.lock()
-                .push(serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null));
-            match q.lock().pop_front() {
-                Some((status, ctype, bytes)) => (
-                    StatusCode::from_u16(status).unwrap(),
-                    [(header::CONTENT_TYPE, ctype)],
-                    bytes,
-                )
-                    .into_response(),
-                None => (StatusCode::INTERNAL_SERVER_ERROR, "replay exhausted").into_response(),
-            }
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Replay { base, seen }
-}
-
-const JSON: &str = "application/json";
+pub const JSON: &str = "application/json";
 
 /// Messages with `"content": null` dropped (an assistant turn that only calls tools may carry
 /// either; OpenAI treats them alike).
-fn without_null_content(messages: &Value) -> Value {
+pub fn without_null_content(messages: &Value) -> Value {
     let mut m = messages.clone();
     for msg in m.as_array_mut().unwrap() {
         if msg.get("content").is_some_and(Value::is_null) {
@@ -65,7 +18,7 @@ fn without_null_content(messages: &Value) -> Value {
     }
     m
 }
-const SSE: &str = "text/event-stream";
+pub const SSE: &str = "text/event-stream";
 
 /// A gateway whose one endpoint for `model` is the replay server, priced per million tokens.
 async fn gateway(
@@ -86,14 +39,14 @@ async fn gateway(
 }
 
 /// The client's request: the recorded one, addressed to a catalog model.
-fn client_request(recorded: &str, model: &str) -> Value {
+pub fn client_request(recorded: &str, model: &str) -> Value {
     let mut body = fixture_json(recorded)["body"].clone();
     body["model"] = model.into();
     body
 }
 
 /// Concatenate a field of every delta in a recorded or relayed stream.
-fn concat_deltas(sse: &str, field: &str) -> String {
+pub fn concat_deltas(sse: &str, field: &str) -> String {
     sse_data(sse)
         .iter()
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
@@ -101,7 +54,7 @@ fn concat_deltas(sse: &str, field: &str) -> String {
         .collect()
 }
 
-fn tool_calls_of_stream(sse: &str) -> Vec<(String, String, String)> {
+pub fn tool_calls_of_stream(sse: &str) -> Vec<(String, String, String)> {
     let mut calls: Vec<(String, String, String)> = Vec::new();
     for d in sse_data(sse) {
         let Ok(c) = serde_json::from_str::<Value>(&d) else {
@@ -130,7 +83,7 @@ fn tool_calls_of_stream(sse: &str) -> Vec<(String, String, String)> {
     calls
 }
 
-fn last_usage(sse: &str) -> Value {
+pub fn last_usage(sse: &str) -> Value {
     sse_data(sse)
         .iter()
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())

@@ -7,7 +7,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use llmux_sim::{SimConfig, SimHandle};
+use parking_lot::Mutex;
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_llmux");
@@ -31,6 +37,13 @@ pub async fn sim_with(config: SimConfig) -> SimHandle {
 pub fn provider(slug: &str, base_url: &str, extra: &str) -> String {
     format!(
         "[[providers]]\nslug = \"{slug}\"\nname = \"{slug} provider\"\napi = \"openai\"\nbase_url = \"{base_url}\"\n{extra}\n"
+    )
+}
+
+/// `[[providers]]` speaking `api` (`openai`, `anthropic`, `gemini`).
+pub fn provider_api(slug: &str, api: &str, base_url: &str, extra: &str) -> String {
+    format!(
+        "[[providers]]\nslug = \"{slug}\"\nname = \"{slug} provider\"\napi = \"{api}\"\nbase_url = \"{base_url}\"\n{extra}\n"
     )
 }
 
@@ -214,7 +227,8 @@ impl Drop for Gateway {
 
 /// Parse an SSE body into its `data:` payloads.
 pub fn sse_data(body: &str) -> Vec<String> {
-    body.split("\n\n")
+    body.replace("\r\n", "\n")
+        .split("\n\n")
         .filter_map(|ev| {
             let data: Vec<&str> = ev
                 .lines()
@@ -256,4 +270,53 @@ pub fn dec(s: &str) -> rust_decimal::Decimal {
     rust_decimal::Decimal::from_str(s)
         .or_else(|_| rust_decimal::Decimal::from_scientific(s))
         .unwrap_or_else(|_| panic!("not a decimal: {s}"))
+}
+
+pub fn fixture(path: &str) -> Vec<u8> {
+    let p = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+pub fn fixture_json(path: &str) -> Value {
+    serde_json::from_slice(&fixture(path)).unwrap()
+}
+
+/// An upstream that answers each request with the next recorded response, and keeps what it
+/// was sent.
+pub struct Replay {
+    pub base: String,
+    /// Request bodies.
+    pub seen: Arc<Mutex<Vec<Value>>>,
+    /// Request paths (with query) and headers.
+    pub heads: Arc<Mutex<Vec<(String, axum::http::HeaderMap)>>>,
+}
+
+pub async fn replay(answers: Vec<(u16, &'static str, Vec<u8>)>) -> Replay {
+    let queue = Arc::new(Mutex::new(std::collections::VecDeque::from(answers)));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let (q, s, h) = (queue.clone(), seen.clone(), heads.clone());
+    let app = axum::Router::new().fallback(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: Bytes| {
+            let (q, s, h) = (q.clone(), s.clone(), h.clone());
+            async move {
+                h.lock().push((uri.to_string(), headers));
+                s.lock()
+                    .push(serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null));
+                match q.lock().pop_front() {
+                    Some((status, ctype, bytes)) => (
+                        StatusCode::from_u16(status).unwrap(),
+                        [(header::CONTENT_TYPE, ctype)],
+                        bytes,
+                    )
+                        .into_response(),
+                    None => (StatusCode::INTERNAL_SERVER_ERROR, "replay exhausted").into_response(),
+                }
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Replay { base, seen, heads }
 }

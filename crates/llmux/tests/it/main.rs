@@ -6,4 +6,5 @@ mod cli;
 mod errors;
 mod fixtures;
 mod harness;
+mod protocols;
 mod shutdown;

@@ -106,11 +106,13 @@ fn matching<'a>(c: &'a Catalog, q: &HashMap<String, String>) -> Vec<&'a Arc<Mode
     let outputs = list_filter(q, "output_modalities");
     c.routable_models()
         .filter(|m| {
-            text.as_ref().is_none_or(|t| {
-                m.id.to_lowercase().contains(t) || m.name.to_lowercase().contains(t)
-            }) && params
-                .iter()
-                .all(|p| m.supported_parameters.iter().any(|x| x == p))
+            !m.is_embedding_model()
+                && text.as_ref().is_none_or(|t| {
+                    m.id.to_lowercase().contains(t) || m.name.to_lowercase().contains(t)
+                })
+                && params
+                    .iter()
+                    .all(|p| m.supported_parameters.iter().any(|x| x == p))
                 && inputs
                     .iter()
                     .all(|i| m.architecture.input_modalities.iter().any(|x| x == i))

@@ -1,0 +1,185 @@
+//! Embeddings: route, reserve, try OpenAI-compatible endpoints in order, meter and bill per
+//! input token. The upstream's vectors are passed through untouched.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use llmux_protocol::canonical::Usage;
+use serde_json::Value;
+
+use super::attempt::{self, Failure};
+use super::{RequestMeta, base_record, finish_error_record, new_generation_id, with_generation_id};
+use crate::billing::{KeyContext, ReserveError};
+use crate::catalog::Api;
+use crate::inbound::embeddings::EmbeddingsRequest;
+use crate::metering::{Charge, estimate};
+use crate::money::Money;
+use crate::pipeline::Gateway;
+use crate::providers::{
+    OpenAiAdapter, Upstream, UpstreamError, UpstreamErrorKind, embeddings_request,
+};
+use crate::server::error::ApiError;
+
+pub async fn execute(
+    gw: Arc<Gateway>,
+    key: Arc<KeyContext>,
+    req: EmbeddingsRequest,
+    meta: RequestMeta,
+) -> Response {
+    let id = new_generation_id();
+    let mut rec = base_record(&id, &key, &meta, "embeddings", &req.model);
+    rec.external_user = req
+        .body
+        .get("user")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let fail = |err: ApiError, rec| {
+        finish_error_record(&gw, rec, &meta, &err);
+        with_generation_id(err.into_response(), &id)
+    };
+    if !gw.meter.accepting() {
+        return fail(
+            ApiError::unavailable("llmux is saturated (metering backlog); retry shortly"),
+            rec,
+        );
+    }
+    let Some(model) = crate::router::resolve_model(&gw.catalog, &req.model).cloned() else {
+        return fail(
+            ApiError::bad_request(format!("{} is not a valid model ID", req.model)),
+            rec,
+        );
+    };
+    let endpoints: Vec<_> = gw
+        .catalog
+        .endpoints(&model.id)
+        .iter()
+        .filter(|e| e.provider.api == Api::OpenAi)
+        .cloned()
+        .collect();
+    if endpoints.is_empty() {
+        return fail(
+            ApiError::not_found(format!("No embeddings endpoints found for {}.", model.id)),
+            rec,
+        );
+    }
+    let bound: u64 = req.texts.iter().map(|t| t.len() as u64).sum::<u64>() + 16 * req.items as u64;
+    let worst = endpoints
+        .iter()
+        .map(|e| {
+            e.pricing
+                .prompt
+                .times(bound)
+                .saturating_add(e.pricing.request.times(1))
+        })
+        .max()
+        .unwrap_or(Money::ZERO);
+    let reservation = match gw.billing.reserve(&key.account, worst) {
+        Ok(r) => r,
+        Err(ReserveError::InsufficientCredits { available, needed }) => {
+            return fail(
+                ApiError::payment_required(format!(
+                    "Insufficient credits. This request requires up to ${needed} but ${available} is available."
+                )),
+                rec,
+            );
+        }
+    };
+
+    let mut last = None;
+    for e in &endpoints {
+        let started = Instant::now();
+        let mut body = req.body.clone();
+        body.insert("model".into(), e.upstream_model.clone().into());
+        let call = async {
+            let up = embeddings_request(e, serde_json::to_vec(&body).unwrap_or_default()).map_err(
+                |err| UpstreamError::new(UpstreamErrorKind::InvalidResponse, err.to_string()),
+            )?;
+            let resp = gw.upstream.send(&e.provider, &OpenAiAdapter, up).await?;
+            let bytes = Upstream::read_body(resp).await?;
+            let v: Value = serde_json::from_slice(&bytes).map_err(|err| {
+                UpstreamError::new(
+                    UpstreamErrorKind::InvalidResponse,
+                    format!("invalid JSON: {err}"),
+                )
+            })?;
+            if !v.get("data").is_some_and(Value::is_array) {
+                return Err(UpstreamError::new(
+                    UpstreamErrorKind::InvalidResponse,
+                    "the answer has no data array",
+                ));
+            }
+            Ok(v)
+        };
+        let outcome = tokio::time::timeout(e.provider.timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(UpstreamError::new(
+                    UpstreamErrorKind::Timeout,
+                    format!("no answer within {}s", e.provider.timeout.as_secs()),
+                ))
+            });
+        match outcome {
+            Ok(mut v) => {
+                attempt::note(&mut rec, e, started, None);
+                let reported = v.pointer("/usage/prompt_tokens").and_then(Value::as_u64);
+                let estimated = reported.is_none();
+                let prompt_tokens =
+                    reported.unwrap_or_else(|| req.texts.iter().map(|t| estimate::count(t)).sum());
+                let usage = Usage {
+                    prompt_tokens,
+                    ..Default::default()
+                };
+                let cost = e.pricing.cost(&usage, 0);
+                reservation.settle(cost);
+                rec.model = Some(model.id.clone());
+                rec.provider = Some(e.provider.slug.clone());
+                rec.provider_name = Some(e.provider.name.clone());
+                rec.upstream_model = Some(e.upstream_model.clone());
+                rec.usage = usage;
+                rec.usage_estimated = estimated;
+                rec.cost = cost;
+                rec.status = 200;
+                rec.latency_ms = Some(meta.received.elapsed().as_millis() as i64);
+                if cost != Money::ZERO {
+                    rec.charge = Some(Charge {
+                        account_id: key.account.id.clone(),
+                        key_hash: key.key.hash.clone(),
+                        amount: cost,
+                    });
+                }
+                gw.meter.record(rec);
+                v["id"] = id.clone().into();
+                v["model"] = model.id.clone().into();
+                v["provider"] = e.provider.name.clone().into();
+                v["usage"] = serde_json::json!({"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens});
+                if let Ok(c) = serde_json::from_str::<Value>(&cost.to_string()) {
+                    v["usage"]["cost"] = c;
+                }
+                let mut r = axum::Json(v).into_response();
+                if let Ok(h) = HeaderValue::from_str(&id) {
+                    r.headers_mut().insert("x-generation-id", h);
+                }
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                return r;
+            }
+            Err(error) => {
+                let f = Failure::Upstream {
+                    provider: e.provider.name.clone(),
+                    error,
+                };
+                attempt::note(&mut rec, e, started, Some(&f));
+                let retry = f.retryable();
+                last = Some(f);
+                if !retry {
+                    break;
+                }
+            }
+        }
+    }
+    drop(reservation);
+    let err = attempt::final_error(last, &rec);
+    fail(err, rec)
+}
