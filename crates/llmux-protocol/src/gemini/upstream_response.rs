@@ -186,6 +186,16 @@ impl StreamDecoder {
 pub fn decode_response(body: &[u8]) -> Result<Vec<StreamEvent>, ProtocolError> {
     let text =
         std::str::from_utf8(body).map_err(|_| ProtocolError::upstream("response is not UTF-8"))?;
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| ProtocolError::upstream(format!("malformed Gemini response: {e}")))?;
+    if v.get("candidates")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+        && v.pointer("/promptFeedback/blockReason").is_none()
+        && v.get("error").is_none()
+    {
+        return Err(ProtocolError::upstream("response has no candidates"));
+    }
     let mut out = Vec::new();
     let mut d = StreamDecoder::new();
     d.decode(text, &mut out)?;

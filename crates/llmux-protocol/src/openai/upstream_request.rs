@@ -58,11 +58,42 @@ pub struct EncodeOptions<'a> {
     pub forward_extra: bool,
 }
 
+/// Refuse what an OpenAI-compatible upstream cannot be sent: items in another protocol's
+/// own shape.
+fn check_expressible(req: &ChatRequest) -> Result<(), ProtocolError> {
+    for (i, m) in req.messages.iter().enumerate() {
+        for p in &m.content {
+            if let Part::Raw(raw) = p
+                && raw.protocol != Protocol::OpenAi
+            {
+                return Err(ProtocolError::unsupported(format!(
+                    "messages[{i}]: content of type {:?} ({} format) cannot be sent to an OpenAI-compatible provider",
+                    raw.kind(),
+                    raw.protocol.name()
+                )));
+            }
+        }
+    }
+    if let Some(t) = req
+        .raw_tools
+        .iter()
+        .find(|t| t.protocol != Protocol::OpenAi)
+    {
+        return Err(ProtocolError::unsupported(format!(
+            "tools: the {} tool of type {:?} is not supported by OpenAI-compatible providers",
+            t.protocol.name(),
+            t.kind()
+        )));
+    }
+    Ok(())
+}
+
 /// Encode the request body.
 pub fn encode_request(
     req: &ChatRequest,
     opts: &EncodeOptions<'_>,
 ) -> Result<Vec<u8>, ProtocolError> {
+    check_expressible(req)?;
     let body = Body { req, opts };
     serde_json::to_vec(&body).map_err(|e| ProtocolError::unsupported(e.to_string()))
 }

@@ -3,8 +3,10 @@
 
 mod chat;
 mod cli;
+mod embeddings;
 mod errors;
 mod fixtures;
 mod harness;
 mod protocols;
 mod shutdown;
+mod translation;

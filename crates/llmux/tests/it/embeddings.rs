@@ -1,0 +1,136 @@
+//! `POST /embeddings`: relayed, metered and billed per input token.
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embeddings_are_billed_per_input_token() {
+    let sim = sim().await;
+    let base = format!("{}/v1", sim.base_url());
+    let rest = format!(
+        "{}{}{}",
+        provider("simco", &base, ""),
+        endpoint(
+            "openai/text-embedding-3-small",
+            "simco",
+            "text-embedding-3-small",
+            "0.02",
+            "0",
+            ""
+        ),
+        endpoint(
+            "mistralai/mistral-embed",
+            "simco",
+            "m+fail=503",
+            "0.1",
+            "0",
+            ""
+        )
+    );
+    let gw = Gateway::start("", &rest).await;
+    let key = gw.create_key("emb", Some("1"));
+    let r = gw
+        .post(
+            "/api/v1/embeddings",
+            &key.key,
+            &json!({"model": "openai/text-embedding-3-small", "input": ["one two three", "four"], "dimensions": 4}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-generation-id"].to_str().unwrap().to_string();
+    let body = r.text().await.unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["model"], "openai/text-embedding-3-small");
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    assert_eq!(v["data"][1]["embedding"].as_array().unwrap().len(), 4);
+    assert_eq!(v["usage"]["prompt_tokens"], 4);
+    assert_eq!(dec(&raw_number(&body, "cost")), cost(&[(4, "0.02")]));
+    let sent = &sim.state.requests()[0].body;
+    assert_eq!(sent["model"], "text-embedding-3-small");
+    assert_eq!(sent["dimensions"], 4);
+
+    let g: Value = gw
+        .get(&format!("/api/v1/generation?id={id}"), &key.key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(g["data"]["api_type"], "embeddings");
+    assert_eq!(g["data"]["tokens_prompt"], 4);
+    assert_eq!(
+        dec(g["data"]["total_cost_usd"].as_str().unwrap()),
+        cost(&[(4, "0.02")])
+    );
+    let k: Value = gw.get("/api/v1/key", &key.key).await.json().await.unwrap();
+    assert_eq!(
+        dec(k["data"]["account"]["balance"].as_str().unwrap()),
+        dec("1") - cost(&[(4, "0.02")])
+    );
+
+    for (body, status, needle) in [
+        (
+            json!({"model": "openai/text-embedding-3-small"}),
+            400,
+            "input",
+        ),
+        (json!({"input": "x"}), 400, "model"),
+        (
+            json!({"model": "openai/text-embedding-3-small", "input": [{"a": 1}]}),
+            400,
+            "input",
+        ),
+        (
+            json!({"model": "nobody/nothing", "input": "x"}),
+            400,
+            "not a valid model",
+        ),
+        (
+            json!({"model": "openai/text-embedding-3-large", "input": "x"}),
+            404,
+            "No embeddings endpoints",
+        ),
+        (
+            json!({"model": "mistralai/mistral-embed", "input": "x"}),
+            502,
+            "simulated error 503",
+        ),
+    ] {
+        let r = gw.post("/api/v1/embeddings", &key.key, &body).await;
+        assert_eq!(r.status().as_u16(), status, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{v}"
+        );
+    }
+    let models: Value = gw
+        .http
+        .get(gw.url("/api/v1/embeddings/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["mistralai/mistral-embed", "openai/text-embedding-3-small"]
+    );
+    // Embedding models are not chat models.
+    let r = gw
+        .post(
+            "/api/v1/chat/completions",
+            &key.key,
+            &json!({"model": "openai/text-embedding-3-small", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+}
