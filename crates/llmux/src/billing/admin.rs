@@ -104,3 +104,59 @@ pub async fn add_credits(
         .append_ledger(account_id, LedgerKind::TopUp, amount, note, node)
         .await
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum ByokError {
+    #[error(
+        "BYOK needs a secrets key: set the environment variable named by billing.secrets_key_env (LLMUX_SECRETS_KEY by default)"
+    )]
+    Unavailable,
+    #[error("no provider {0:?} is configured")]
+    UnknownProvider(String),
+    #[error(transparent)]
+    Storage(#[from] anyhow::Error),
+}
+
+/// Store an account's own key for a provider, sealed.
+pub async fn set_byok(
+    store: &Store,
+    sealer: Option<&super::byok::Sealer>,
+    catalog: &crate::catalog::Catalog,
+    account_id: &str,
+    provider: &str,
+    secret: &str,
+    mode: super::byok::ByokMode,
+) -> Result<(), ByokError> {
+    let sealer = sealer.ok_or(ByokError::Unavailable)?;
+    if catalog.provider(provider).is_none() {
+        return Err(ByokError::UnknownProvider(provider.to_string()));
+    }
+    if store.account(account_id).await?.is_none() {
+        return Err(ByokError::Storage(anyhow::anyhow!(
+            "account {account_id} does not exist"
+        )));
+    }
+    store
+        .put_byok(account_id, provider, &sealer.seal(secret), mode.as_str())
+        .await?;
+    Ok(())
+}
+
+/// Create an account, optionally with credits.
+pub async fn create_account(
+    store: &Store,
+    name: &str,
+    credits: Option<Money>,
+    node: &str,
+) -> anyhow::Result<AccountRow> {
+    if name.trim().is_empty() {
+        bail!("an account needs a name");
+    }
+    let account = store
+        .create_account(&keys::random_id("acct_"), name, credits.is_some())
+        .await?;
+    if let Some(c) = credits {
+        add_credits(store, &account.id, c, Some("initial credits"), node).await?;
+    }
+    Ok(store.account(&account.id).await?.unwrap_or(account))
+}

@@ -1,17 +1,25 @@
-//! The in-memory book: cached keys and account balances, reservations, settlement.
+//! The in-memory book: cached keys and accounts, balances, key limits, rate windows and
+//! BYOK keys; reservations and settlement.
+//!
+//! Exactness under concurrency comes from locks held only for arithmetic: a reservation
+//! checks and holds, in one critical section, the key's rate windows, its limit and the
+//! account's balance, so concurrent requests can never together pass a bound.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
+use super::byok::{ByokKey, ByokMode, Sealer};
 use super::keys;
 use crate::money::Money;
-use crate::storage::{KeyRow, Store};
+use crate::storage::{KeyRow, LedgerKind, Store};
 
 /// How often changes made outside this process are picked up.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(250);
+/// Rate limits count over this sliding window.
+pub const RATE_WINDOW_MS: i64 = 60_000;
 
 /// An account's money, as this node sees it.
 pub struct Account {
@@ -20,6 +28,7 @@ pub struct Account {
     book: Mutex<Book>,
     /// Ledger entries up to this id are already in `book.balance`.
     loaded_through_id: i64,
+    byok: RwLock<Vec<Arc<ByokKey>>>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -43,12 +52,76 @@ impl Account {
         let b = self.book.lock();
         b.balance.saturating_sub(b.reserved)
     }
+
+    /// The account's own provider keys.
+    pub fn byok(&self) -> Vec<Arc<ByokKey>> {
+        self.byok.read().clone()
+    }
+}
+
+/// A key's spending in its limit window and its recent traffic. It outlives updates to the
+/// key's row, so a renamed or re-limited key keeps its counts.
+#[derive(Default)]
+pub struct KeyUsage {
+    limit: Mutex<LimitBook>,
+    requests: Mutex<VecDeque<i64>>,
+    tokens: Mutex<VecDeque<(i64, u64)>>,
+}
+
+#[derive(Default)]
+struct LimitBook {
+    window_start: i64,
+    spent: Money,
+    reserved: Money,
+}
+
+/// When a key's limit window (`daily`, `weekly`, `monthly`, else lifetime) started.
+pub fn window_start(reset: Option<&str>, now_ms: i64) -> i64 {
+    let (day, week, month) = crate::server::routes::key::period_starts(now_ms);
+    match reset {
+        Some("daily") => day,
+        Some("weekly") => week,
+        Some("monthly") => month,
+        _ => i64::MIN,
+    }
+}
+
+impl KeyUsage {
+    /// Spent in the current window, as known here.
+    pub fn spent(&self, key: &KeyRow) -> Money {
+        let mut l = self.limit.lock();
+        roll(&mut l, key, crate::clock::now_ms());
+        l.spent
+    }
+
+    /// Requests admitted in the last minute, and when the oldest leaves the window.
+    pub fn recent_requests(&self) -> (usize, Option<i64>) {
+        let mut r = self.requests.lock();
+        prune(&mut r, crate::clock::now_ms(), |t| *t);
+        (r.len(), r.front().map(|t| t + RATE_WINDOW_MS))
+    }
+}
+
+fn roll(l: &mut LimitBook, key: &KeyRow, now: i64) {
+    let start = window_start(key.limit_reset.as_deref(), now);
+    if start > l.window_start {
+        // A new window: what was spent belongs to the old one.
+        l.window_start = start;
+        l.spent = Money::ZERO;
+    }
+}
+
+fn prune<T>(q: &mut VecDeque<T>, now: i64, at: impl Fn(&T) -> i64) {
+    while q.front().is_some_and(|x| at(x) <= now - RATE_WINDOW_MS) {
+        q.pop_front();
+    }
 }
 
 /// An authenticated key and its account.
 pub struct KeyContext {
     pub key: KeyRow,
     pub account: Arc<Account>,
+    pub usage: Arc<KeyUsage>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,31 +140,65 @@ pub enum AuthError {
     Storage(String),
 }
 
+/// What a rate limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateUnit {
+    Requests,
+    Tokens,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReserveError {
     /// Not enough credits for the worst case of this request.
     #[error("Insufficient credits")]
     InsufficientCredits { available: Money, needed: Money },
+    /// The key's spending limit for its window is reached.
+    #[error("Key limit exceeded")]
+    KeyLimitExceeded { limit: Money, remaining: Money },
+    /// The key's requests or tokens per minute are used up.
+    #[error("Rate limit exceeded")]
+    RateLimited {
+        unit: RateUnit,
+        limit: u64,
+        /// When capacity frees up (Unix ms).
+        reset_ms: i64,
+    },
 }
 
-/// Credits held for one in-flight request. Dropping it without [`Reservation::settle`]
-/// releases the hold.
+/// Credits (and key limit) held for one in-flight request. Dropping it without
+/// [`Reservation::settle`] releases the holds.
 pub struct Reservation {
     account: Arc<Account>,
-    amount: Money,
+    usage: Arc<KeyUsage>,
+    credits: Money,
+    limit_hold: Money,
     open: bool,
 }
 
 impl Reservation {
-    pub fn amount(&self) -> Money {
-        self.amount
+    pub fn credits(&self) -> Money {
+        self.credits
     }
 
-    /// Replace the hold by the actual charge.
-    pub fn settle(mut self, actual: Money) {
-        let mut b = self.account.book.lock();
-        b.reserved = b.reserved.saturating_sub(self.amount);
-        b.balance = b.balance.saturating_sub(actual);
+    /// Replace the holds by the actual charge (`charged`, against the balance), the amount
+    /// that counts toward the key limit, and the tokens that count toward its rate limit.
+    pub fn settle(mut self, charged: Money, limit_amount: Money, tokens: u64) {
+        {
+            let mut b = self.account.book.lock();
+            b.reserved = b.reserved.saturating_sub(self.credits);
+            b.balance = b.balance.saturating_sub(charged);
+        }
+        {
+            let mut l = self.usage.limit.lock();
+            l.reserved = l.reserved.saturating_sub(self.limit_hold);
+            l.spent = l.spent.saturating_add(limit_amount);
+        }
+        if tokens > 0 {
+            self.usage
+                .tokens
+                .lock()
+                .push_back((crate::clock::now_ms(), tokens));
+        }
         self.open = false;
     }
 }
@@ -100,36 +207,50 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         if self.open {
             let mut b = self.account.book.lock();
-            b.reserved = b.reserved.saturating_sub(self.amount);
+            b.reserved = b.reserved.saturating_sub(self.credits);
+            drop(b);
+            let mut l = self.usage.limit.lock();
+            l.reserved = l.reserved.saturating_sub(self.limit_hold);
         }
     }
 }
 
 struct SyncMarks {
     keys_since_ms: i64,
+    byok_since_ms: i64,
     ledger_after_id: i64,
+    last_run: Option<Instant>,
 }
 
 pub struct Billing {
     store: Store,
     node: String,
+    sealer: Option<Sealer>,
     keys: RwLock<HashMap<String, Arc<KeyContext>>>,
     accounts: RwLock<HashMap<String, Arc<Account>>>,
-    marks: Mutex<SyncMarks>,
+    marks: tokio::sync::Mutex<SyncMarks>,
     load_lock: tokio::sync::Mutex<()>,
 }
 
 impl Billing {
-    pub async fn new(store: Store, node: String) -> anyhow::Result<Arc<Billing>> {
+    pub async fn new(
+        store: Store,
+        node: String,
+        sealer: Option<Sealer>,
+    ) -> anyhow::Result<Arc<Billing>> {
         let ledger_after_id = store.ledger_max_id().await?;
+        let now = crate::clock::now_ms();
         Ok(Arc::new(Billing {
             store,
             node,
+            sealer,
             keys: RwLock::new(HashMap::new()),
             accounts: RwLock::new(HashMap::new()),
-            marks: Mutex::new(SyncMarks {
-                keys_since_ms: crate::clock::now_ms(),
+            marks: tokio::sync::Mutex::new(SyncMarks {
+                keys_since_ms: now,
+                byok_since_ms: now,
                 ledger_after_id,
+                last_run: None,
             }),
             load_lock: tokio::sync::Mutex::new(()),
         }))
@@ -137,6 +258,10 @@ impl Billing {
 
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    pub fn sealer(&self) -> Option<&Sealer> {
+        self.sealer.as_ref()
     }
 
     /// Resolve a presented key. Served from memory after the first use of a key.
@@ -148,6 +273,9 @@ impl Billing {
             None => self.load_key(&hash).await?,
         };
         let k = &ctx.key;
+        if k.deleted_at.is_some() {
+            return Err(AuthError::Invalid);
+        }
         if k.disabled {
             return Err(AuthError::Disabled);
         }
@@ -170,12 +298,33 @@ impl Billing {
             .map_err(storage)?
             .ok_or(AuthError::Invalid)?;
         let account = self.account(&row.account_id).await.map_err(storage)?;
-        let ctx = Arc::new(KeyContext { key: row, account });
+        let usage = Arc::new(KeyUsage::default());
+        {
+            let now = crate::clock::now_ms();
+            let start = window_start(row.limit_reset.as_deref(), now);
+            let (spent, byok) = self
+                .store
+                .key_usage_since(hash, start)
+                .await
+                .map_err(storage)?;
+            let mut l = usage.limit.lock();
+            l.window_start = start;
+            l.spent = if row.include_byok_in_limit {
+                spent.saturating_add(byok)
+            } else {
+                spent
+            };
+        }
+        let ctx = Arc::new(KeyContext {
+            key: row,
+            account,
+            usage,
+        });
         self.keys.write().insert(hash.to_string(), ctx.clone());
         Ok(ctx)
     }
 
-    /// The cached account, loading its balance from the ledger on first use.
+    /// The cached account, loading its balance and BYOK keys on first use.
     pub async fn account(&self, id: &str) -> anyhow::Result<Arc<Account>> {
         if let Some(a) = self.accounts.read().get(id) {
             return Ok(a.clone());
@@ -185,9 +334,8 @@ impl Billing {
             .account(id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("account {id} does not exist"))?;
-        // Read the high-water mark first: entries after it are applied by the sync task; the
-        // balance read afterwards may already include some of them, which `loaded_through_id`
-        // would double count, so take the balance and the mark together.
+        // The balance and the ledger mark it includes are read together; entries after the
+        // mark are applied by the sync task.
         let (balance, through) = self.store.balance_with_mark(id).await?;
         let acct = Arc::new(Account {
             id: row.id.clone(),
@@ -197,63 +345,160 @@ impl Billing {
                 reserved: Money::ZERO,
             }),
             loaded_through_id: through,
+            byok: RwLock::new(self.open_byok(id).await?),
         });
         Ok(self.accounts.write().entry(row.id).or_insert(acct).clone())
     }
 
-    /// Hold `amount` against the account. Accounts that are not prepaid only record usage;
-    /// prepaid ones need the amount available, and a zero or negative balance blocks every
-    /// request (even one to a free model).
+    async fn open_byok(&self, account_id: &str) -> anyhow::Result<Vec<Arc<ByokKey>>> {
+        let rows = self.store.byok_keys(account_id).await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let Some(sealer) = &self.sealer else {
+                tracing::warn!(account = %account_id, provider = %r.provider, "a BYOK key is stored but no secrets key is configured; it is not used");
+                continue;
+            };
+            match (sealer.open(&r.sealed), ByokMode::parse(&r.mode)) {
+                (Ok(secret), Some(mode)) => {
+                    out.push(Arc::new(ByokKey::new(r.provider, mode, secret)))
+                }
+                (Err(e), _) => {
+                    tracing::warn!(account = %account_id, provider = %r.provider, "a BYOK key cannot be opened: {e}")
+                }
+                (_, None) => {
+                    tracing::warn!(account = %account_id, provider = %r.provider, "unknown BYOK mode {}", r.mode)
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Check and hold, atomically: the key's rate limits, `limit_amount` against its spending
+    /// limit, and `credits` against the account's balance (prepaid accounts only; a zero or
+    /// negative balance blocks every request, even to a free model).
     pub fn reserve(
         &self,
-        account: &Arc<Account>,
-        amount: Money,
+        ctx: &KeyContext,
+        credits: Money,
+        limit_amount: Money,
     ) -> Result<Reservation, ReserveError> {
-        let prepaid = account.prepaid();
-        let mut b = account.book.lock();
-        if prepaid {
-            let available = b.balance.saturating_sub(b.reserved);
-            if b.balance <= Money::ZERO || available < amount || available <= Money::ZERO {
-                return Err(ReserveError::InsufficientCredits {
-                    available,
-                    needed: amount,
+        let now = crate::clock::now_ms();
+        let key = &ctx.key;
+        let usage = &ctx.usage;
+        let mut requests = usage.requests.lock();
+        prune(&mut requests, now, |t| *t);
+        if let Some(rpm) = key.rpm.filter(|r| *r >= 0)
+            && requests.len() as i64 >= rpm
+        {
+            return Err(ReserveError::RateLimited {
+                unit: RateUnit::Requests,
+                limit: rpm as u64,
+                reset_ms: requests.front().map_or(now, |t| t + RATE_WINDOW_MS),
+            });
+        }
+        if let Some(tpm) = key.tpm.filter(|t| *t >= 0) {
+            let mut tokens = usage.tokens.lock();
+            prune(&mut tokens, now, |(t, _)| *t);
+            let used: u64 = tokens.iter().map(|(_, n)| n).sum();
+            if used >= tpm as u64 {
+                return Err(ReserveError::RateLimited {
+                    unit: RateUnit::Tokens,
+                    limit: tpm as u64,
+                    reset_ms: tokens.front().map_or(now, |(t, _)| t + RATE_WINDOW_MS),
                 });
             }
         }
-        b.reserved = b.reserved.saturating_add(amount);
+        let mut limit = usage.limit.lock();
+        roll(&mut limit, key, now);
+        if let Some(max) = key.limit {
+            let committed = limit.spent.saturating_add(limit.reserved);
+            if committed.saturating_add(limit_amount) > max || committed >= max {
+                return Err(ReserveError::KeyLimitExceeded {
+                    limit: max,
+                    remaining: max.saturating_sub(committed).max(Money::ZERO),
+                });
+            }
+        }
+        let prepaid = ctx.account.prepaid();
+        let mut book = ctx.account.book.lock();
+        if prepaid {
+            let available = book.balance.saturating_sub(book.reserved);
+            if book.balance <= Money::ZERO || available < credits || available <= Money::ZERO {
+                return Err(ReserveError::InsufficientCredits {
+                    available,
+                    needed: credits,
+                });
+            }
+        }
+        book.reserved = book.reserved.saturating_add(credits);
+        limit.reserved = limit.reserved.saturating_add(limit_amount);
+        requests.push_back(now);
         Ok(Reservation {
-            account: account.clone(),
-            amount,
+            account: ctx.account.clone(),
+            usage: ctx.usage.clone(),
+            credits,
+            limit_hold: limit_amount,
             open: true,
         })
     }
 
     /// Forget a key (after it was changed through this node), so the next use reloads it.
-    pub fn invalidate_key(&self, hash: &str) {
-        self.keys.write().remove(hash);
+    /// Its usage counts are kept.
+    pub async fn refresh_key(&self, hash: &str) -> anyhow::Result<()> {
+        let Some(row) = self.store.key(hash).await? else {
+            self.keys.write().remove(hash);
+            return Ok(());
+        };
+        let mut keys = self.keys.write();
+        if let Some(ctx) = keys.get(hash) {
+            let updated = Arc::new(KeyContext {
+                key: row,
+                account: ctx.account.clone(),
+                usage: ctx.usage.clone(),
+            });
+            keys.insert(hash.to_string(), updated);
+        }
+        Ok(())
     }
 
-    /// Pick up changes made elsewhere: key updates, and ledger entries written by other
-    /// processes (top-ups from the CLI, charges from other nodes).
+    /// Reload an account's BYOK keys (after they were changed through this node).
+    pub async fn refresh_byok(&self, account_id: &str) -> anyhow::Result<()> {
+        let acct = self.accounts.read().get(account_id).cloned();
+        if let Some(a) = acct {
+            *a.byok.write() = self.open_byok(account_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Pick up changes made elsewhere: key updates, BYOK keys, and ledger entries written by
+    /// other processes (top-ups from the CLI, charges from other nodes).
     pub async fn sync_once(&self) -> anyhow::Result<()> {
-        let (since, after) = {
-            let m = self.marks.lock();
-            (m.keys_since_ms, m.ledger_after_id)
-        };
+        let mut marks = self.marks.lock().await;
         let started = crate::clock::now_ms();
-        let changed = self.store.keys_updated_since(since).await?;
+        let changed = self.store.keys_updated_since(marks.keys_since_ms).await?;
         if !changed.is_empty() {
             let mut keys = self.keys.write();
             for row in changed {
                 if let Some(ctx) = keys.get(&row.hash)
                     && ctx.key != row
                 {
-                    let account = ctx.account.clone();
-                    keys.insert(row.hash.clone(), Arc::new(KeyContext { key: row, account }));
+                    let updated = Arc::new(KeyContext {
+                        key: row.clone(),
+                        account: ctx.account.clone(),
+                        usage: ctx.usage.clone(),
+                    });
+                    keys.insert(row.hash.clone(), updated);
                 }
             }
         }
-        let mut last = after;
+        let byok_changed = self.store.byok_updated_since(marks.byok_since_ms).await?;
+        let mut accounts_to_reload: Vec<String> =
+            byok_changed.into_iter().map(|r| r.account_id).collect();
+        accounts_to_reload.dedup();
+        for a in accounts_to_reload {
+            self.refresh_byok(&a).await?;
+        }
+        let mut last = marks.ledger_after_id;
         loop {
             let entries = self.store.ledger_after(last, 1000).await?;
             let n = entries.len();
@@ -268,11 +513,23 @@ impl Billing {
                         let mut b = a.book.lock();
                         b.balance = b.balance.saturating_add(e.amount);
                     }
-                    if e.kind == crate::storage::LedgerKind::TopUp && !a.prepaid() {
+                    if e.kind == LedgerKind::TopUp && !a.prepaid() {
                         // Credits bought make an account prepaid (see `admin::add_credits`).
                         if let Some(row) = self.store.account(&a.id).await? {
                             *a.prepaid.write() = row.prepaid;
                         }
+                    }
+                }
+                // Another node's charge counts toward the key's limit here too.
+                if e.kind == LedgerKind::Charge
+                    && let Some(ctx) = e
+                        .key_hash
+                        .as_ref()
+                        .and_then(|h| self.keys.read().get(h).cloned())
+                {
+                    let mut l = ctx.usage.limit.lock();
+                    if e.created_at >= l.window_start {
+                        l.spent = l.spent.saturating_add(Money(-e.amount.0));
                     }
                 }
             }
@@ -280,11 +537,25 @@ impl Billing {
                 break;
             }
         }
-        let mut m = self.marks.lock();
-        // Look back a little: a key written in the same millisecond as the last poll is not lost.
-        m.keys_since_ms = started - 1000;
-        m.ledger_after_id = last;
+        // Look back a little: a row written in the same millisecond as the last poll is not lost.
+        marks.keys_since_ms = started - 1000;
+        marks.byok_since_ms = started - 1000;
+        marks.ledger_after_id = last;
+        marks.last_run = Some(Instant::now());
         Ok(())
+    }
+
+    /// Sync now unless a sync ran in the last few milliseconds: used before refusing a
+    /// request for lack of credits, so a top-up is usable at once.
+    pub async fn sync_if_stale(&self) {
+        let fresh = {
+            let m = self.marks.lock().await;
+            m.last_run
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(20))
+        };
+        if !fresh && let Err(e) = self.sync_once().await {
+            tracing::warn!("billing sync failed: {e:#}");
+        }
     }
 
     /// Run [`Billing::sync_once`] every [`SYNC_INTERVAL`] until the process ends.

@@ -9,6 +9,10 @@
 
 pub mod admin;
 mod book;
+pub mod byok;
 pub mod keys;
 
-pub use book::{Account, AuthError, Billing, KeyContext, Reservation, ReserveError, SYNC_INTERVAL};
+pub use book::{
+    Account, AuthError, Billing, KeyContext, KeyUsage, RateUnit, Reservation, ReserveError,
+    SYNC_INTERVAL, window_start,
+};

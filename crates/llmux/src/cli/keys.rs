@@ -1,4 +1,4 @@
-//! `llmux keys ...` and `llmux credits ...`.
+//! `llmux keys ...`
 
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -12,8 +12,10 @@ use crate::storage::{KeyUpdate, Store};
 pub enum KeysCommand {
     /// Create a key (printed once; only its hash is stored).
     Create(CreateArgs),
-    /// List keys.
+    /// List keys (of one account, or all).
     List {
+        #[arg(long)]
+        account: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -22,6 +24,8 @@ pub enum KeysCommand {
     Disable { hash: String },
     /// Enable a disabled key.
     Enable { hash: String },
+    /// Delete a key (it stops working within a second; its history stays).
+    Delete { hash: String },
 }
 
 #[derive(Args, Debug)]
@@ -32,38 +36,71 @@ pub struct CreateArgs {
     /// Add the key to this existing account (default: a new account of its own).
     #[arg(long)]
     pub account: Option<String>,
-    /// Credits in USD to add to the key's account (makes the balance enforced).
+    /// Credits in USD to add to the key's account (makes its balance enforced).
     #[arg(long)]
     pub credits: Option<String>,
+    /// Spending limit in USD for this key (per --limit-reset window, else for its lifetime).
+    #[arg(long, allow_negative_numbers = true)]
+    pub limit: Option<String>,
+    /// When the limit starts over: daily, weekly (from Monday) or monthly, midnight UTC.
+    #[arg(long, value_parser = ["daily", "weekly", "monthly"])]
+    pub limit_reset: Option<String>,
+    /// Count usage through the account's own provider keys toward the limit.
+    #[arg(long)]
+    pub include_byok_in_limit: bool,
+    /// Requests per minute.
+    #[arg(long)]
+    pub rpm: Option<u32>,
+    /// Tokens per minute.
+    #[arg(long)]
+    pub tpm: Option<u32>,
+    /// Expiry, as an RFC 3339 date-time (2027-01-01T00:00:00Z).
+    #[arg(long)]
+    pub expires_at: Option<String>,
+    /// A management key: administers the account's keys, cannot call models.
+    #[arg(long)]
+    pub management: bool,
     /// Print JSON (`key`, `hash`, `account`, ...).
     #[arg(long)]
     pub json: bool,
 }
 
-#[derive(Subcommand, Debug)]
-pub enum CreditsCommand {
-    /// Add credits (USD) to an account.
-    Add {
-        account: String,
-        #[arg(allow_negative_numbers = true)]
-        usd: String,
-        #[arg(long)]
-        note: Option<String>,
-    },
+pub async fn run(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
+    let store = Store::open(&config.database_url).await?;
+    let result = run_on(&store, cmd).await;
+    store.close().await;
+    result
 }
 
-pub async fn run_keys(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
-    let store = Store::open(&config.database_url).await?;
+async fn run_on(store: &Store, cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
         KeysCommand::Create(a) => {
             let credits = a.credits.as_deref().map(Money::parse_usd).transpose()?;
+            let limit = a.limit.as_deref().map(Money::parse_usd).transpose()?;
+            let expires_at = a
+                .expires_at
+                .as_deref()
+                .map(|t| {
+                    chrono::DateTime::parse_from_rfc3339(t)
+                        .map(|d| d.timestamp_millis())
+                        .map_err(|_| {
+                            anyhow::anyhow!("--expires-at {t:?} is not an RFC 3339 date-time")
+                        })
+                })
+                .transpose()?;
             let created = admin::create_key(
-                &store,
+                store,
                 &KeySpec {
                     name: a.name,
                     account: a.account,
                     credits,
-                    ..Default::default()
+                    limit,
+                    limit_reset: a.limit_reset,
+                    include_byok_in_limit: a.include_byok_in_limit,
+                    expires_at,
+                    rpm: a.rpm.map(i64::from),
+                    tpm: a.tpm.map(i64::from),
+                    management: a.management,
                 },
                 "cli",
             )
@@ -75,7 +112,9 @@ pub async fn run_keys(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
                     "name": created.row.name,
                     "label": created.row.label,
                     "account": created.account.id,
+                    "management": created.row.management,
                     "credits": credits.map(|c| c.to_string()),
+                    "limit": limit.map(|c| c.to_string()),
                 });
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
@@ -86,39 +125,47 @@ pub async fn run_keys(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        KeysCommand::List { json } => {
-            let keys = store.keys(None).await?;
+        KeysCommand::List { account, json } => {
+            let keys = store.keys(account.as_deref()).await?;
             if json {
                 let out: Vec<_> = keys
                     .iter()
                     .map(|k| {
                         json!({"hash": k.hash, "name": k.name, "label": k.label, "account": k.account_id,
                                "disabled": k.disabled, "management": k.management,
+                               "limit": k.limit.map(|l| l.to_string()), "limit_reset": k.limit_reset,
+                               "rpm": k.rpm, "tpm": k.tpm,
                                "created_at": crate::clock::iso8601(k.created_at)})
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 println!(
-                    "{:<64}  {:<20}  {:<30}  {:<8}  ACCOUNT",
+                    "{:<64}  {:<20}  {:<28}  {:<10}  ACCOUNT",
                     "HASH", "NAME", "LABEL", "STATE"
                 );
                 for k in keys {
-                    let state = if k.disabled { "disabled" } else { "active" };
+                    let state = match (k.disabled, k.management) {
+                        (true, _) => "disabled",
+                        (false, true) => "management",
+                        (false, false) => "active",
+                    };
                     println!(
-                        "{:<64}  {:<20}  {:<30}  {:<8}  {}",
+                        "{:<64}  {:<20}  {:<28}  {:<10}  {}",
                         k.hash, k.name, k.label, state, k.account_id
                     );
                 }
             }
         }
-        KeysCommand::Disable { hash } | KeysCommand::Enable { hash } if hash.is_empty() => {
-            anyhow::bail!("a key hash is required")
+        KeysCommand::Disable { hash } => set_disabled(store, &hash, true).await?,
+        KeysCommand::Enable { hash } => set_disabled(store, &hash, false).await?,
+        KeysCommand::Delete { hash } => {
+            if !store.delete_key(&hash).await? {
+                anyhow::bail!("no key with hash {hash}");
+            }
+            println!("key {hash} deleted");
         }
-        KeysCommand::Disable { hash } => set_disabled(&store, &hash, true).await?,
-        KeysCommand::Enable { hash } => set_disabled(&store, &hash, false).await?,
     }
-    store.close().await;
     Ok(())
 }
 
@@ -127,8 +174,9 @@ async fn set_disabled(store: &Store, hash: &str, disabled: bool) -> anyhow::Resu
         disabled: Some(disabled),
         ..Default::default()
     };
-    match store.update_key(hash, &update).await? {
-        Some(k) => {
+    match store.key(hash).await? {
+        Some(k) if k.deleted_at.is_none() => {
+            store.update_key(hash, &update).await?;
             println!(
                 "key {} ({}) {}",
                 k.label,
@@ -137,20 +185,6 @@ async fn set_disabled(store: &Store, hash: &str, disabled: bool) -> anyhow::Resu
             );
             Ok(())
         }
-        None => anyhow::bail!("no key with hash {hash}"),
+        _ => anyhow::bail!("no key with hash {hash}"),
     }
-}
-
-pub async fn run_credits(config: &Config, cmd: CreditsCommand) -> anyhow::Result<()> {
-    let store = Store::open(&config.database_url).await?;
-    match cmd {
-        CreditsCommand::Add { account, usd, note } => {
-            let amount = Money::parse_usd(&usd)?;
-            admin::add_credits(&store, &account, amount, note.as_deref(), "cli").await?;
-            let balance = store.balance(&account).await?;
-            println!("added ${amount} to {account}; balance ${balance}");
-        }
-    }
-    store.close().await;
-    Ok(())
 }

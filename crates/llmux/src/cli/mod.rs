@@ -2,6 +2,7 @@
 //! configuration (`--config FILE` or `LLMUX_CONFIG`, accepted before or after the
 //! subcommand's own flags), so the CLI works on the database `serve` uses.
 
+mod accounts;
 mod keys;
 mod serve;
 mod sim;
@@ -33,12 +34,21 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway.
     Serve(serve::ServeArgs),
-    /// Create, list and disable API keys.
+    /// Create, list, disable and delete API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Create and inspect accounts.
+    #[command(subcommand)]
+    Accounts(accounts::AccountsCommand),
     /// Add credits to an account.
     #[command(subcommand)]
-    Credits(keys::CreditsCommand),
+    Credits(accounts::CreditsCommand),
+    /// Accounts' own provider keys (BYOK).
+    #[command(subcommand)]
+    Byok(accounts::ByokCommand),
+    /// Check the books.
+    #[command(subcommand)]
+    Ledger(accounts::LedgerCommand),
     /// Run a simulated provider (OpenAI protocol) for tests, benchmarks and demos.
     Sim(sim::SimArgs),
 }
@@ -60,6 +70,10 @@ pub fn init_logging(cli: &Cli) {
         .try_init();
 }
 
+fn load(config: &Option<PathBuf>, database: &Option<String>) -> anyhow::Result<Config> {
+    Config::load(config.as_deref(), None, database.as_deref())
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     crate::init_tls();
     match cli.command {
@@ -71,14 +85,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             serve::serve(config, args.demo).await
         }
-        Command::Keys(cmd) => {
-            let config = Config::load(cli.config.as_deref(), None, cli.database.as_deref())?;
-            keys::run_keys(&config, cmd).await
-        }
-        Command::Credits(cmd) => {
-            let config = Config::load(cli.config.as_deref(), None, cli.database.as_deref())?;
-            keys::run_credits(&config, cmd).await
-        }
+        Command::Keys(cmd) => keys::run(&load(&cli.config, &cli.database)?, cmd).await,
+        Command::Accounts(cmd) => accounts::accounts(&load(&cli.config, &cli.database)?, cmd).await,
+        Command::Credits(cmd) => accounts::credits(&load(&cli.config, &cli.database)?, cmd).await,
+        Command::Byok(cmd) => accounts::byok(&load(&cli.config, &cli.database)?, cmd).await,
+        Command::Ledger(cmd) => accounts::ledger(&load(&cli.config, &cli.database)?, cmd).await,
         Command::Sim(args) => sim::run(args).await,
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::billing::byok::Sealer;
 use crate::billing::{Billing, keys};
 use crate::catalog::Catalog;
 use crate::config::Config;
@@ -58,7 +59,14 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     };
     let catalog = Arc::new(Catalog::build(&config, demo_providers.as_ref())?);
     let node = keys::random_id("node-");
-    let billing = Billing::new(store.clone(), node.clone()).await?;
+    let sealer = Sealer::from_env(&config.billing.secrets_key_env)?;
+    if sealer.is_none() {
+        tracing::info!(
+            "{} is not set: accounts cannot store their own provider keys (BYOK)",
+            config.billing.secrets_key_env
+        );
+    }
+    let billing = Billing::new(store.clone(), node.clone(), sealer).await?;
     billing.spawn_sync();
     let (meter, writer) = Meter::start(store.clone(), &config.metering, node.clone());
     estimate::warm_up();

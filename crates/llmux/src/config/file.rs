@@ -14,6 +14,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub metering: MeteringSection,
     #[serde(default)]
+    pub billing: BillingSection,
+    #[serde(default)]
     pub providers: Vec<ProviderSection>,
     #[serde(default)]
     pub models: Vec<ModelSection>,
@@ -48,6 +50,17 @@ pub struct MeteringSection {
     /// Records allowed to wait for the database before new requests are refused with 503
     /// (default 200000). Accepted records are never dropped.
     pub max_pending: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingSection {
+    /// What llmux charges for a request served with an account's own provider key, as a
+    /// percentage of the endpoint's price (default 5, OpenRouter's).
+    pub byok_fee_percent: Option<String>,
+    /// Environment variable holding the 32-byte key that seals stored provider keys
+    /// (default `LLMUX_SECRETS_KEY`; hex or base64). Without it, BYOK is unavailable.
+    pub secrets_key_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

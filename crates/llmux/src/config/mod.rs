@@ -24,7 +24,14 @@ pub struct Config {
     /// While a stream waits for its first token, send an SSE comment this often.
     pub stream_keepalive: Duration,
     pub metering: MeteringSettings,
+    pub billing: BillingSettings,
     pub file: ConfigFile,
+}
+
+#[derive(Debug, Clone)]
+pub struct BillingSettings {
+    pub byok_fee: crate::billing::byok::Fee,
+    pub secrets_key_env: String,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +109,17 @@ impl Config {
         if metering.flush_interval.is_zero() {
             bail!("metering.flush_interval_ms must be positive");
         }
+        let b = &file.billing;
+        let billing = BillingSettings {
+            byok_fee: crate::billing::byok::Fee::percent(
+                b.byok_fee_percent.as_deref().unwrap_or("5"),
+            )
+            .context("billing.byok_fee_percent")?,
+            secrets_key_env: b
+                .secrets_key_env
+                .clone()
+                .unwrap_or_else(|| "LLMUX_SECRETS_KEY".into()),
+        };
         Ok(Config {
             path: path.map(Path::to_path_buf),
             listen,
@@ -110,6 +128,7 @@ impl Config {
             max_body_bytes: s.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
             stream_keepalive: Duration::from_millis(s.stream_keepalive_ms.unwrap_or(3000).max(100)),
             metering,
+            billing,
             file,
         })
     }

@@ -67,6 +67,9 @@ pub struct GenerationRecord {
     pub session_id: Option<String>,
     pub user_agent: Option<String>,
     pub is_byok: bool,
+    /// For BYOK requests: the cost at the endpoint's price, which the provider bills the
+    /// account directly (`cost` is llmux's fee).
+    pub byok_usage: Money,
     pub provider_responses: Vec<ProviderResponse>,
     pub charge: Option<Charge>,
 }

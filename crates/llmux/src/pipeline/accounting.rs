@@ -3,6 +3,7 @@
 
 use llmux_protocol::canonical::{ChatRequest, FinishReason, Part, ResponseBuilder, Usage};
 
+use crate::billing::byok::Fee;
 use crate::catalog::Endpoint;
 use crate::metering::estimate;
 use crate::money::Money;
@@ -63,13 +64,38 @@ pub fn worst_case_at(req: &ChatRequest, e: &Endpoint, prompt_bound: u64) -> Mone
         .saturating_add(p.request.times(1))
 }
 
-/// The most this request can cost at any endpoint it may be routed to.
-pub fn worst_case_cost(req: &ChatRequest, plan: &RoutePlan) -> Money {
+/// The most this request can take from the balance, and the most it can count toward the
+/// key's limit, at any candidate it may be routed to (through the account's own key, only
+/// the fee is charged; the provider's price counts toward the limit with
+/// `include_byok_in_limit`).
+pub fn worst_case(
+    req: &ChatRequest,
+    plan: &RoutePlan,
+    fee: Fee,
+    include_byok: bool,
+) -> (Money, Money) {
     let bound = prompt_tokens_bound(req);
     plan.attempts()
-        .map(|(_, e)| worst_case_at(req, e, bound))
-        .max()
-        .unwrap_or(Money::ZERO)
+        .map(|(_, c)| {
+            let price = worst_case_at(req, &c.endpoint, bound);
+            match c.byok {
+                None => (price, price),
+                Some(_) => {
+                    let f = fee.on(price);
+                    (
+                        f,
+                        if include_byok {
+                            f.saturating_add(price)
+                        } else {
+                            f
+                        },
+                    )
+                }
+            }
+        })
+        .fold((Money::ZERO, Money::ZERO), |(a, b), (c, l)| {
+            (a.max(c), b.max(l))
+        })
 }
 
 /// Prompt tokens counted with the tokenizer (for upstreams that report no usage).

@@ -12,6 +12,7 @@ use crate::catalog::{Endpoint, Model};
 use crate::metering::{Charge, GenerationRecord, ProviderResponse};
 use crate::money::Money;
 use crate::providers::{Adapter, BuildContext, UpstreamError, UpstreamRequest, adapter_for};
+use crate::router::Candidate;
 use crate::server::error::ApiError;
 
 /// Why an endpoint could not serve.
@@ -38,15 +39,17 @@ impl Failure {
 /// The adapter and the upstream request for one attempt.
 pub(super) fn build(
     job: &Job,
-    e: &Endpoint,
+    c: &Candidate,
     stream: bool,
 ) -> Result<(&'static dyn Adapter, UpstreamRequest), Failure> {
+    let e = &c.endpoint;
     let adapter = adapter_for(e.provider.api);
     let ctx = BuildContext {
         endpoint: e,
         stream,
         same_protocol: job.format.same_protocol(e.provider.api),
         anthropic_beta: job.meta.anthropic_beta.as_deref(),
+        credential: c.byok.as_ref().map(|k| k.secret()),
     };
     adapter
         .build(&job.req, &ctx)
@@ -116,19 +119,32 @@ pub(super) fn final_error(last: Option<Failure>, rec: &GenerationRecord) -> ApiE
 pub(super) fn settle_served(
     job: &mut Job,
     model: &Model,
-    e: &Endpoint,
+    c: &Candidate,
     usage: Usage,
     estimated: bool,
     finish: Option<&Finish>,
     upstream_id: Option<String>,
     reservation: crate::billing::Reservation,
 ) -> Money {
+    let e = &c.endpoint;
     let cost = e
         .pricing
         .cost(&usage, super::accounting::image_count(&job.req));
-    let charged = super::accounting::charge_for(cost, &usage, finish.map(|f| f.reason));
-    reservation.settle(charged);
+    let billable = super::accounting::charge_for(cost, &usage, finish.map(|f| f.reason));
+    // Through the account's own key the provider bills the account; llmux charges its fee.
+    let (charged, byok_usage) = match c.byok {
+        Some(_) => (job.gw.config.billing.byok_fee.on(billable), billable),
+        None => (billable, Money::ZERO),
+    };
+    let toward_limit = if job.key.key.include_byok_in_limit {
+        charged.saturating_add(byok_usage)
+    } else {
+        charged
+    };
+    reservation.settle(charged, toward_limit, usage.total());
     let rec = &mut job.rec;
+    rec.is_byok = c.byok.is_some();
+    rec.byok_usage = byok_usage;
     rec.model = Some(model.id.clone());
     rec.provider = Some(e.provider.slug.clone());
     rec.provider_name = Some(e.provider.name.clone());

@@ -16,9 +16,10 @@ pub(crate) async fn drive(mut job: Job, mut head: oneshot::Sender<Head>) {
     let mut reservation = job.reservation.take();
     let mut last: Option<Failure> = None;
     'routes: for route in &plan {
-        for e in &route.endpoints {
+        for c in &route.candidates {
+            let e = &c.endpoint;
             let started = Instant::now();
-            let (adapter, upstream_req) = match attempt::build(&job, e, false) {
+            let (adapter, upstream_req) = match attempt::build(&job, c, false) {
                 Ok(x) => x,
                 Err(f) => {
                     attempt::note(&mut job.rec, e, started, Some(&f));
@@ -62,7 +63,7 @@ pub(crate) async fn drive(mut job: Job, mut head: oneshot::Sender<Head>) {
                     let charged = attempt::settle_served(
                         &mut job,
                         &route.model,
-                        e,
+                        c,
                         usage.clone(),
                         estimated,
                         resp.finish.as_ref(),
@@ -82,7 +83,7 @@ pub(crate) async fn drive(mut job: Job, mut head: oneshot::Sender<Head>) {
                             created,
                             usage: &usage,
                             cost: charged,
-                            is_byok: false,
+                            is_byok: c.byok.is_some(),
                         },
                     );
                     // Recorded before the answer leaves, so `GET /generation` finds it.

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::attempt::{self, Failure};
 use super::{RequestMeta, base_record, finish_error_record, new_generation_id, with_generation_id};
-use crate::billing::{KeyContext, ReserveError};
+use crate::billing::KeyContext;
 use crate::catalog::Api;
 use crate::inbound::embeddings::EmbeddingsRequest;
 use crate::metering::{Charge, estimate};
@@ -64,38 +64,47 @@ pub async fn execute(
             rec,
         );
     }
+    let candidates = crate::router::with_byok(endpoints, &key.account.byok());
+    let fee = gw.config.billing.byok_fee;
+    let include_byok = key.key.include_byok_in_limit;
     let bound: u64 = req.texts.iter().map(|t| t.len() as u64).sum::<u64>() + 16 * req.items as u64;
-    let worst = endpoints
+    let (credits, limit) = candidates
         .iter()
-        .map(|e| {
-            e.pricing
-                .prompt
-                .times(bound)
-                .saturating_add(e.pricing.request.times(1))
+        .map(|c| {
+            let p = &c.endpoint.pricing;
+            let price = p.prompt.times(bound).saturating_add(p.request.times(1));
+            match c.byok {
+                None => (price, price),
+                Some(_) => (
+                    fee.on(price),
+                    fee.on(price)
+                        .saturating_add(if include_byok { price } else { Money::ZERO }),
+                ),
+            }
         })
-        .max()
-        .unwrap_or(Money::ZERO);
-    let reservation = match gw.billing.reserve(&key.account, worst) {
+        .fold((Money::ZERO, Money::ZERO), |(a, b), (c, l)| {
+            (a.max(c), b.max(l))
+        });
+    let reservation = match super::reserve(&gw, &key, credits, limit).await {
         Ok(r) => r,
-        Err(ReserveError::InsufficientCredits { available, needed }) => {
-            return fail(
-                ApiError::payment_required(format!(
-                    "Insufficient credits. This request requires up to ${needed} but ${available} is available."
-                )),
-                rec,
-            );
-        }
+        Err(err) => return fail(err, rec),
     };
 
     let mut last = None;
-    for e in &endpoints {
+    for c in &candidates {
+        let e = &c.endpoint;
         let started = Instant::now();
         let mut body = req.body.clone();
         body.insert("model".into(), e.upstream_model.clone().into());
         let call = async {
-            let up = embeddings_request(e, serde_json::to_vec(&body).unwrap_or_default()).map_err(
-                |err| UpstreamError::new(UpstreamErrorKind::InvalidResponse, err.to_string()),
-            )?;
+            let up = embeddings_request(
+                e,
+                c.byok.as_ref().map(|k| k.secret()),
+                serde_json::to_vec(&body).unwrap_or_default(),
+            )
+            .map_err(|err| {
+                UpstreamError::new(UpstreamErrorKind::InvalidResponse, err.to_string())
+            })?;
             let resp = gw.upstream.send(&e.provider, &OpenAiAdapter, up).await?;
             let bytes = Upstream::read_body(resp).await?;
             let v: Value = serde_json::from_slice(&bytes).map_err(|err| {
@@ -131,8 +140,19 @@ pub async fn execute(
                     prompt_tokens,
                     ..Default::default()
                 };
-                let cost = e.pricing.cost(&usage, 0);
-                reservation.settle(cost);
+                let price = e.pricing.cost(&usage, 0);
+                let (cost, byok_usage) = match c.byok {
+                    Some(_) => (fee.on(price), price),
+                    None => (price, Money::ZERO),
+                };
+                let toward_limit = if include_byok {
+                    cost.saturating_add(byok_usage)
+                } else {
+                    cost
+                };
+                reservation.settle(cost, toward_limit, prompt_tokens);
+                rec.is_byok = c.byok.is_some();
+                rec.byok_usage = byok_usage;
                 rec.model = Some(model.id.clone());
                 rec.provider = Some(e.provider.slug.clone());
                 rec.provider_name = Some(e.provider.name.clone());
@@ -154,9 +174,10 @@ pub async fn execute(
                 v["model"] = model.id.clone().into();
                 v["provider"] = e.provider.name.clone().into();
                 v["usage"] = serde_json::json!({"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens});
-                if let Ok(c) = serde_json::from_str::<Value>(&cost.to_string()) {
-                    v["usage"]["cost"] = c;
+                if let Ok(n) = serde_json::from_str::<Value>(&cost.to_string()) {
+                    v["usage"]["cost"] = n;
                 }
+                v["usage"]["is_byok"] = c.byok.is_some().into();
                 let mut r = axum::Json(v).into_response();
                 if let Ok(h) = HeaderValue::from_str(&id) {
                     r.headers_mut().insert("x-generation-id", h);

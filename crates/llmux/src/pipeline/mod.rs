@@ -22,17 +22,19 @@ mod stream;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use llmux_protocol::canonical::ChatRequest;
+use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::billing::{Billing, KeyContext, ReserveError};
+use crate::billing::{Billing, KeyContext, RateUnit, Reservation, ReserveError};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::inbound::Format;
 use crate::metering::{GenerationRecord, Meter};
+use crate::money::Money;
 use crate::providers::Upstream;
 use crate::router;
 use crate::server::error::ApiError;
@@ -151,6 +153,50 @@ pub fn reject(
     err
 }
 
+/// Hold the worst case of a request (see [`crate::billing::Billing::reserve`]), turning a
+/// refusal into the client's error. Before refusing for lack of credits, changes made
+/// elsewhere are picked up, so a top-up is usable at once.
+pub async fn reserve(
+    gw: &Gateway,
+    key: &KeyContext,
+    credits: Money,
+    limit: Money,
+) -> Result<Reservation, ApiError> {
+    let mut result = gw.billing.reserve(key, credits, limit);
+    if matches!(result, Err(ReserveError::InsufficientCredits { .. })) {
+        gw.billing.sync_if_stale().await;
+        result = gw.billing.reserve(key, credits, limit);
+    }
+    result.map_err(|e| match e {
+        ReserveError::InsufficientCredits { available, needed } => ApiError::payment_required(format!(
+            "Insufficient credits. This request requires up to ${needed} (prompt and max_tokens at the chosen \
+             endpoint's price) but ${available} is available. Add credits or lower max_tokens."
+        ))
+        .with_metadata(json!({"available": available.to_string(), "required": needed.to_string()})),
+        ReserveError::KeyLimitExceeded { limit, remaining } => ApiError::forbidden(format!(
+            "Key limit exceeded: this key may spend ${limit} per its limit window and ${remaining} remains"
+        ))
+        .with_metadata(json!({"limit": limit.to_string(), "remaining": remaining.to_string()})),
+        ReserveError::RateLimited { unit, limit, reset_ms } => {
+            let what = match unit {
+                RateUnit::Requests => "requests",
+                RateUnit::Tokens => "tokens",
+            };
+            let wait_ms = (reset_ms - crate::clock::now_ms()).max(0);
+            let header = |v: String| HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("0"));
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("Rate limit exceeded: {limit} {what} per minute for this key"),
+            )
+            .with_metadata(json!({"limit": limit, "unit": what, "reset_ms": reset_ms}))
+            .with_header(header::RETRY_AFTER, header(((wait_ms + 999) / 1000).max(1).to_string()))
+            .with_header(HeaderName::from_static("x-ratelimit-limit"), header(limit.to_string()))
+            .with_header(HeaderName::from_static("x-ratelimit-remaining"), HeaderValue::from_static("0"))
+            .with_header(HeaderName::from_static("x-ratelimit-reset"), header(reset_ms.to_string()))
+        }
+    })
+}
+
 /// What the driving task hands back to the HTTP handler.
 pub(crate) enum Head {
     Complete(Vec<u8>),
@@ -195,22 +241,20 @@ pub async fn execute(
         );
     }
     // route
-    let plan = match router::plan(&gw.catalog, &req) {
+    let plan = match router::plan(&gw.catalog, &req, &key.account.byok()) {
         Ok(p) => p,
         Err(e) => return error(e.into_api_error(), rec),
     };
     // reserve
-    let worst = accounting::worst_case_cost(&req, &plan);
-    let reservation = match gw.billing.reserve(&key.account, worst) {
+    let (credits, limit) = accounting::worst_case(
+        &req,
+        &plan,
+        gw.config.billing.byok_fee,
+        key.key.include_byok_in_limit,
+    );
+    let reservation = match reserve(&gw, &key, credits, limit).await {
         Ok(r) => r,
-        Err(ReserveError::InsufficientCredits { available, needed }) => {
-            let err = ApiError::payment_required(format!(
-                "Insufficient credits. This request requires up to ${needed} (prompt and max_tokens at the chosen \
-                 endpoint's price) but ${available} is available. Add credits or lower max_tokens."
-            ))
-            .with_metadata(serde_json::json!({"available": available.to_string(), "required": needed.to_string()}));
-            return error(err, rec);
-        }
+        Err(err) => return error(err, rec),
     };
 
     // attempt + meter, in a task that outlives a disconnecting client

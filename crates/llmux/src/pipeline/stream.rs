@@ -11,9 +11,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::attempt::{self, Failure};
 use super::{Head, Job, accounting};
-use crate::catalog::{Endpoint, Model};
+use crate::catalog::Model;
 use crate::inbound::StreamWriter;
 use crate::providers::{EventDecoder, SseReader, UpstreamError, UpstreamErrorKind};
+use crate::router::Candidate;
 
 /// Where the client connection stands.
 struct Client {
@@ -57,8 +58,9 @@ struct Opened {
     done: bool,
 }
 
-async fn open(job: &Job, e: &Endpoint) -> Result<Opened, Failure> {
-    let (adapter, req) = attempt::build(job, e, true)?;
+async fn open(job: &Job, c: &Candidate) -> Result<Opened, Failure> {
+    let e = &c.endpoint;
+    let (adapter, req) = attempt::build(job, c, true)?;
     let upstream = |error| Failure::Upstream {
         provider: e.provider.name.clone(),
         error,
@@ -137,11 +139,12 @@ pub(crate) async fn drive(mut job: Job, head: oneshot::Sender<Head>) {
     let plan = std::mem::take(&mut job.plan.routes);
     let mut last: Option<Failure> = None;
     'routes: for route in &plan {
-        for e in &route.endpoints {
+        for c in &route.candidates {
+            let e = &c.endpoint;
             let started = Instant::now();
             let deadline = tokio::time::Instant::now() + e.provider.timeout;
             let opened = {
-                let opening = open(&job, e);
+                let opening = open(&job, c);
                 tokio::pin!(opening);
                 let mut ticks =
                     tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
@@ -172,7 +175,7 @@ pub(crate) async fn drive(mut job: Job, head: oneshot::Sender<Head>) {
             match opened {
                 Ok(o) => {
                     attempt::note(&mut job.rec, e, started, None);
-                    return relay(job, client, &route.model, e, o).await;
+                    return relay(job, client, &route.model, c, o).await;
                 }
                 Err(f) => {
                     attempt::note(&mut job.rec, e, started, Some(&f));
@@ -216,7 +219,8 @@ fn cancelled_before_content(mut job: Job) {
     job.gw.meter.record(std::mem::take(&mut job.rec));
 }
 
-async fn relay(mut job: Job, mut client: Client, model: &Model, e: &Endpoint, o: Opened) {
+async fn relay(mut job: Job, mut client: Client, model: &Model, c: &Candidate, o: Opened) {
+    let e = &c.endpoint;
     let Opened {
         mut reader,
         mut decoder,
@@ -291,7 +295,7 @@ async fn relay(mut job: Job, mut client: Client, model: &Model, e: &Endpoint, o:
     let charged = attempt::settle_served(
         &mut job,
         model,
-        e,
+        c,
         usage.clone(),
         estimated,
         finish.as_ref(),
@@ -304,7 +308,13 @@ async fn relay(mut job: Job, mut client: Client, model: &Model, e: &Endpoint, o:
     job.rec.latency_ms = Some(job.meta.received.elapsed().as_millis() as i64);
     let mut tail = Vec::new();
     match &end {
-        End::Done => writer.finish(finish.as_ref(), &usage, charged, false, &mut tail),
+        End::Done => writer.finish(
+            finish.as_ref(),
+            &usage,
+            charged,
+            c.byok.is_some(),
+            &mut tail,
+        ),
         End::Failed(err) => {
             job.rec.error = Some(err.message.clone());
             job.rec.status = err.client_status();

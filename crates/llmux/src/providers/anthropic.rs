@@ -51,7 +51,7 @@ impl Adapter for AnthropicAdapter {
                 HeaderValue::from_static("text/event-stream"),
             ));
         }
-        if let Some(secret) = p.credential.secret() {
+        if let Some(secret) = ctx.secret() {
             let v = HeaderValue::try_from(secret).map_err(|_| {
                 ProtocolError::unsupported("the provider key is not a valid header value")
             })?;

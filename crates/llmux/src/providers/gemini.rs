@@ -30,7 +30,7 @@ impl Adapter for GeminiAdapter {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )];
-        if let Some(secret) = p.credential.secret() {
+        if let Some(secret) = ctx.secret() {
             let v = HeaderValue::try_from(secret).map_err(|_| {
                 ProtocolError::unsupported("the provider key is not a valid header value")
             })?;

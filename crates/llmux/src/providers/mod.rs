@@ -39,6 +39,16 @@ pub struct BuildContext<'a> {
     pub same_protocol: bool,
     /// The client's `anthropic-beta` header, for Anthropic upstreams.
     pub anthropic_beta: Option<&'a str>,
+    /// The account's own key for this provider (BYOK), used instead of the provider's.
+    pub credential: Option<&'a str>,
+}
+
+impl BuildContext<'_> {
+    /// The key to send upstream: the account's own, else the provider's.
+    pub fn secret(&self) -> Option<&str> {
+        self.credential
+            .or_else(|| self.endpoint.provider.credential.secret())
+    }
 }
 
 pub trait Adapter: Send + Sync {

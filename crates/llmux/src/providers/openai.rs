@@ -14,7 +14,11 @@ use crate::catalog::{Endpoint, Provider};
 pub struct OpenAiAdapter;
 
 /// Headers for an OpenAI-compatible request: JSON, Bearer auth, the provider's own.
-fn headers(p: &Provider, stream: bool) -> Result<Vec<(HeaderName, HeaderValue)>, ProtocolError> {
+fn headers(
+    p: &Provider,
+    stream: bool,
+    secret: Option<&str>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, ProtocolError> {
     let mut headers: Vec<(HeaderName, HeaderValue)> = Vec::with_capacity(4 + p.headers.len());
     headers.push((
         header::CONTENT_TYPE,
@@ -26,7 +30,7 @@ fn headers(p: &Provider, stream: bool) -> Result<Vec<(HeaderName, HeaderValue)>,
             HeaderValue::from_static("text/event-stream"),
         ));
     }
-    if let Some(secret) = p.credential.secret() {
+    if let Some(secret) = secret {
         let v = HeaderValue::try_from(format!("Bearer {secret}")).map_err(|_| {
             ProtocolError::unsupported("the provider key is not a valid header value")
         })?;
@@ -36,11 +40,20 @@ fn headers(p: &Provider, stream: bool) -> Result<Vec<(HeaderName, HeaderValue)>,
     Ok(headers)
 }
 
-/// `POST {base_url}/embeddings` with an already encoded body.
-pub fn embeddings_request(e: &Endpoint, body: Vec<u8>) -> Result<UpstreamRequest, ProtocolError> {
+/// `POST {base_url}/embeddings` with an already encoded body, authenticated with `secret`
+/// (an account's own key) or the provider's key.
+pub fn embeddings_request(
+    e: &Endpoint,
+    secret: Option<&str>,
+    body: Vec<u8>,
+) -> Result<UpstreamRequest, ProtocolError> {
     Ok(UpstreamRequest {
         url: format!("{}/embeddings", e.provider.base_url),
-        headers: headers(&e.provider, false)?,
+        headers: headers(
+            &e.provider,
+            false,
+            secret.or_else(|| e.provider.credential.secret()),
+        )?,
         body: Bytes::from(body),
     })
 }
@@ -63,27 +76,9 @@ impl Adapter for OpenAiAdapter {
                 forward_extra: ctx.same_protocol,
             },
         )?;
-        let mut headers: Vec<(HeaderName, HeaderValue)> = Vec::with_capacity(4 + p.headers.len());
-        headers.push((
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        ));
-        if ctx.stream {
-            headers.push((
-                header::ACCEPT,
-                HeaderValue::from_static("text/event-stream"),
-            ));
-        }
-        if let Some(secret) = p.credential.secret() {
-            let v = HeaderValue::try_from(format!("Bearer {secret}")).map_err(|_| {
-                ProtocolError::unsupported("the provider key is not a valid header value")
-            })?;
-            headers.push((header::AUTHORIZATION, v));
-        }
-        headers.extend(p.headers.iter().cloned());
         Ok(UpstreamRequest {
             url: format!("{}/chat/completions", p.base_url),
-            headers,
+            headers: headers(p, ctx.stream, ctx.secret())?,
             body: Bytes::from(body),
         })
     }

@@ -1,34 +1,43 @@
 //! The router: which models and endpoints a request may use, in the order to try them.
 //!
 //! Levels, outermost first: **model** (the requested model, then `models[]` fallbacks) →
-//! **endpoints** of each model (ordered by the routing policy) → the attempt loop in the
-//! pipeline, which walks them.
+//! **candidates** of each model (its endpoints in the routing policy's order, with the
+//! account's own provider keys placed first or last) → the attempt loop in the pipeline,
+//! which walks them.
 
 use std::sync::Arc;
 
 use llmux_protocol::canonical::ChatRequest;
 use serde_json::json;
 
+use crate::billing::byok::{ByokKey, ByokMode};
 use crate::catalog::{Catalog, Endpoint, Model};
 use crate::server::error::ApiError;
 
-/// One model and its endpoints, in the order to try them.
-pub struct ModelRoute {
-    pub model: Arc<Model>,
-    pub endpoints: Vec<Arc<Endpoint>>,
+/// One way to serve: an endpoint, with the shared credentials or an account's own key.
+#[derive(Clone)]
+pub struct Candidate {
+    pub endpoint: Arc<Endpoint>,
+    pub byok: Option<Arc<ByokKey>>,
 }
 
-/// Everything a request may try, in order: every endpoint of the first model, then the next
-/// model's.
+/// One model and its candidates, in the order to try them.
+pub struct ModelRoute {
+    pub model: Arc<Model>,
+    pub candidates: Vec<Candidate>,
+}
+
+/// Everything a request may try, in order: every candidate of the first model, then the
+/// next model's.
 pub struct RoutePlan {
     pub routes: Vec<ModelRoute>,
 }
 
 impl RoutePlan {
-    pub fn attempts(&self) -> impl Iterator<Item = (&Arc<Model>, &Arc<Endpoint>)> {
+    pub fn attempts(&self) -> impl Iterator<Item = (&Arc<Model>, &Candidate)> {
         self.routes
             .iter()
-            .flat_map(|r| r.endpoints.iter().map(move |e| (&r.model, e)))
+            .flat_map(|r| r.candidates.iter().map(move |c| (&r.model, c)))
     }
 }
 
@@ -63,7 +72,36 @@ pub fn resolve_model<'a>(catalog: &'a Catalog, requested: &str) -> Option<&'a Ar
     })
 }
 
-pub fn plan(catalog: &Catalog, req: &ChatRequest) -> Result<RoutePlan, RouteError> {
+/// The candidates for a model's endpoints (already in policy order): with the account's
+/// own keys placed before the shared endpoints (`prioritized`) or after them (`fallback`).
+pub fn with_byok(endpoints: Vec<Arc<Endpoint>>, byok: &[Arc<ByokKey>]) -> Vec<Candidate> {
+    let own = |mode: ByokMode| -> Vec<Candidate> {
+        endpoints
+            .iter()
+            .filter_map(|e| {
+                byok.iter()
+                    .find(|k| k.mode == mode && k.provider == e.provider.slug)
+                    .map(|k| Candidate {
+                        endpoint: e.clone(),
+                        byok: Some(k.clone()),
+                    })
+            })
+            .collect()
+    };
+    let mut out = own(ByokMode::Prioritized);
+    out.extend(endpoints.iter().map(|e| Candidate {
+        endpoint: e.clone(),
+        byok: None,
+    }));
+    out.extend(own(ByokMode::Fallback));
+    out
+}
+
+pub fn plan(
+    catalog: &Catalog,
+    req: &ChatRequest,
+    byok: &[Arc<ByokKey>],
+) -> Result<RoutePlan, RouteError> {
     let mut ids: Vec<&str> = vec![req.model.as_str()];
     for m in &req.models {
         if !ids.contains(&m.as_str()) {
@@ -88,7 +126,7 @@ pub fn plan(catalog: &Catalog, req: &ChatRequest) -> Result<RoutePlan, RouteErro
         endpoints.sort_by_key(|e| e.pricing.prompt.0.saturating_add(e.pricing.completion.0));
         routes.push(ModelRoute {
             model: model.clone(),
-            endpoints,
+            candidates: with_byok(endpoints, byok),
         });
     }
     if routes.is_empty() {

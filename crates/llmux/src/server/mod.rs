@@ -35,6 +35,23 @@ fn api() -> Router<Arc<Gateway>> {
         .route("/providers", get(routes::models::providers))
         .route("/generation", get(routes::generation::get))
         .route("/key", get(routes::key::current))
+        .route(
+            "/keys",
+            get(routes::account::list).post(routes::account::create),
+        )
+        .route(
+            "/keys/{hash}",
+            get(routes::account::get)
+                .patch(routes::account::update)
+                .delete(routes::account::delete),
+        )
+        .route("/credits", get(routes::account::credits))
+        .route("/activity", get(routes::account::activity))
+        .route("/byok", get(routes::account::byok_list))
+        .route(
+            "/byok/{provider}",
+            axum::routing::put(routes::account::byok_put).delete(routes::account::byok_delete),
+        )
         .route("/auth/key", get(routes::key::current))
 }
 

@@ -30,6 +30,8 @@ pub struct KeyRow {
     pub tpm: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Deleted keys stay stored (history refers to them) but no longer authenticate.
+    pub deleted_at: Option<i64>,
 }
 
 /// A key to insert.
@@ -60,7 +62,7 @@ pub struct KeyUpdate {
 }
 
 const KEY_COLUMNS: &str = "hash, account_id, name, label, management, disabled, credit_limit, limit_reset, \
-     include_byok_in_limit, expires_at, rpm, tpm, created_at, updated_at";
+     include_byok_in_limit, expires_at, rpm, tpm, created_at, updated_at, deleted_at";
 
 fn key_from_row(r: &AnyRow) -> Result<KeyRow, sqlx::Error> {
     Ok(KeyRow {
@@ -78,6 +80,7 @@ fn key_from_row(r: &AnyRow) -> Result<KeyRow, sqlx::Error> {
         tpm: r.try_get("tpm")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        deleted_at: r.try_get("deleted_at")?,
     })
 }
 
@@ -183,7 +186,7 @@ impl Store {
         let rows = match account_id {
             Some(a) => {
                 let sql = format!(
-                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = $1 ORDER BY created_at, hash"
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = $1 AND deleted_at IS NULL ORDER BY created_at, hash"
                 );
                 sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(a)
@@ -191,7 +194,9 @@ impl Store {
                     .await?
             }
             None => {
-                let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, hash");
+                let sql = format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE deleted_at IS NULL ORDER BY created_at, hash"
+                );
                 sqlx::query(sqlx::AssertSqlSafe(sql))
                     .fetch_all(self.pool())
                     .await?
@@ -253,11 +258,17 @@ impl Store {
         Ok(Some(k))
     }
 
+    /// Delete a key (softly: it stops authenticating, history keeps referring to it).
     pub async fn delete_key(&self, hash: &str) -> anyhow::Result<bool> {
-        let r = sqlx::query("DELETE FROM api_keys WHERE hash = $1")
-            .bind(hash)
-            .execute(self.pool())
-            .await?;
+        let now = crate::clock::now_ms();
+        let r = sqlx::query(
+            "UPDATE api_keys SET deleted_at = $1, disabled = 1, updated_at = $2 WHERE hash = $3 AND deleted_at IS NULL",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(hash)
+        .execute(self.pool())
+        .await?;
         Ok(r.rows_affected() > 0)
     }
 }

@@ -43,6 +43,7 @@ const COLUMNS: &[&str] = &[
     "user_agent",
     "is_byok",
     "provider_responses",
+    "byok_usage",
 ];
 
 /// Rows per INSERT statement (keeps bind parameters under SQLite's and PostgreSQL's limits).
@@ -114,6 +115,7 @@ fn from_row(r: &AnyRow) -> Result<GenerationRecord, sqlx::Error> {
         session_id: r.try_get("session_id")?,
         user_agent: r.try_get("user_agent")?,
         is_byok: r.try_get::<i64, _>("is_byok")? != 0,
+        byok_usage: Money(r.try_get("byok_usage")?),
         provider_responses: responses
             .as_deref()
             .and_then(|s| serde_json::from_str::<Vec<ProviderResponse>>(s).ok())
@@ -179,7 +181,8 @@ impl Store {
                     .bind(&g.session_id)
                     .bind(&g.user_agent)
                     .bind(flag(g.is_byok))
-                    .bind(responses);
+                    .bind(responses)
+                    .bind(g.byok_usage.0);
             }
             q.execute(&mut *tx).await?;
 

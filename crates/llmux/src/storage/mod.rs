@@ -5,9 +5,11 @@
 //! same way on both.
 
 mod accounts;
+mod byok;
 mod generations;
 mod ledger;
 mod migrate;
+mod usage;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -18,7 +20,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use accounts::{AccountRow, KeyRow, KeyUpdate, NewKey};
+pub use byok::ByokRow;
 pub use ledger::{LedgerEntry, LedgerKind};
+pub use usage::{ActivityRow, Audit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -73,7 +73,54 @@ pub struct Gateway {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     child: Child,
+    env: Vec<(String, String)>,
     pub http: reqwest::Client,
+}
+
+/// Start `llmux serve` and wait for the line naming its address.
+fn spawn_server(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    env: &[(String, String)],
+) -> (Child, String) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("llmux.log"))
+        .unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env("LLMUX_LOG", "warn")
+        .env_remove("LLMUX_CONFIG")
+        .env_remove("LLMUX_DATABASE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => {
+                if let Some(url) = line.strip_prefix("llmux listening on ") {
+                    return (child, url.trim().to_string());
+                }
+            }
+            Err(_) => {
+                let log = std::fs::read_to_string(dir.join("llmux.log")).unwrap_or_default();
+                panic!("llmux did not start:\n{log}");
+            }
+        }
+    }
 }
 
 impl Gateway {
@@ -90,51 +137,35 @@ impl Gateway {
             "[server]\nlisten = \"127.0.0.1:0\"\ndatabase = \"sqlite://llmux.db\"\n{server_extra}\n\n{rest}"
         );
         std::fs::write(&config, text).unwrap();
-        let log = std::fs::File::create(dir.path().join("llmux.log")).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env("LLMUX_LOG", "warn")
-            .env_remove("LLMUX_CONFIG")
-            .env_remove("LLMUX_DATABASE")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let base = loop {
-            match rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(line) => {
-                    if let Some(url) = line.strip_prefix("llmux listening on ") {
-                        break url.trim().to_string();
-                    }
-                }
-                Err(_) => {
-                    let log =
-                        std::fs::read_to_string(dir.path().join("llmux.log")).unwrap_or_default();
-                    panic!("llmux did not start:\n{log}");
-                }
-            }
-        };
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, base) = spawn_server(dir.path(), &config, &env);
         Gateway {
             base,
             dir,
             config,
             child,
+            env,
             http: {
                 llmux::init_tls();
                 reqwest::Client::new()
             },
         }
+    }
+
+    /// Kill the server without warning (SIGKILL).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start the server again on the same configuration and database (a new port).
+    pub async fn restart(&mut self) {
+        let (child, base) = spawn_server(self.dir.path(), &self.config, &self.env);
+        self.child = child;
+        self.base = base;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -147,15 +178,16 @@ impl Gateway {
 
     /// Run the CLI against this gateway's configuration.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
             .arg("--config")
             .arg(&self.config)
-            .env("LLMUX_LOG", "warn")
             .env_remove("LLMUX_CONFIG")
-            .env_remove("LLMUX_DATABASE")
-            .output()
-            .unwrap()
+            .env_remove("LLMUX_DATABASE");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.env("LLMUX_LOG", "warn").output().unwrap()
     }
 
     pub fn create_key(&self, name: &str, credits: Option<&str>) -> Key {

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real binary over real HTTP, against simulated providers and replayed
 //! recordings.
 
+mod billing;
 mod chat;
 mod cli;
 mod embeddings;

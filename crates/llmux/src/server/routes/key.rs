@@ -1,4 +1,5 @@
-//! `GET /key` (alias `/auth/key`): the presented key's limits and usage.
+//! `GET /key` (alias `/auth/key`): the presented key's limits and usage; and the usage
+//! figures every key view shares.
 
 use std::sync::Arc;
 
@@ -32,15 +33,49 @@ pub fn period_starts(now_ms: i64) -> (i64, i64, i64) {
     (ms(day), ms(week), ms(month))
 }
 
-/// Usage of a key: all time, today, this week, this month.
-pub async fn key_usage(gw: &Gateway, key: &KeyRow) -> anyhow::Result<[Money; 4]> {
-    let (d, w, m) = period_starts(crate::clock::now_ms());
-    Ok([
-        gw.store.key_spend_since(&key.hash, i64::MIN).await?,
-        gw.store.key_spend_since(&key.hash, d).await?,
-        gw.store.key_spend_since(&key.hash, w).await?,
-        gw.store.key_spend_since(&key.hash, m).await?,
-    ])
+/// A key's usage (credits charged) and BYOK usage, overall, today, this week, this month.
+pub struct KeyUsageReport {
+    pub usage: [Money; 4],
+    pub byok: [Money; 4],
+}
+
+impl KeyUsageReport {
+    pub async fn load(gw: &Gateway, key: &KeyRow) -> anyhow::Result<Self> {
+        let (d, w, m) = period_starts(crate::clock::now_ms());
+        let mut usage = [Money::ZERO; 4];
+        let mut byok = [Money::ZERO; 4];
+        for (i, since) in [i64::MIN, d, w, m].into_iter().enumerate() {
+            let (u, b) = gw.store.key_usage_since(&key.hash, since).await?;
+            usage[i] = u;
+            byok[i] = b;
+        }
+        Ok(Self { usage, byok })
+    }
+
+    /// What remains of the key's limit in its current window.
+    pub fn limit_remaining(&self, key: &KeyRow) -> Option<Money> {
+        let i = match key.limit_reset.as_deref() {
+            Some("daily") => 1,
+            Some("weekly") => 2,
+            Some("monthly") => 3,
+            _ => 0,
+        };
+        let spent = if key.include_byok_in_limit {
+            self.usage[i].saturating_add(self.byok[i])
+        } else {
+            self.usage[i]
+        };
+        key.limit.map(|l| l.saturating_sub(spent).max(Money::ZERO))
+    }
+
+    /// The usage fields OpenRouter's key objects carry.
+    pub fn fields(&self, v: &mut Value) {
+        let names = ["usage", "usage_daily", "usage_weekly", "usage_monthly"];
+        for (i, n) in names.iter().enumerate() {
+            v[*n] = self.usage[i].to_f64().into();
+            v[format!("byok_{n}")] = self.byok[i].to_f64().into();
+        }
+    }
 }
 
 pub async fn current(
@@ -50,38 +85,25 @@ pub async fn current(
     let ctx = auth::any_key(&gw, &headers).await?;
     gw.meter.flush().await;
     let k = &ctx.key;
-    let [total, daily, weekly, monthly] = key_usage(&gw, k).await?;
-    let window_usage = match k.limit_reset.as_deref() {
-        Some("daily") => daily,
-        Some("weekly") => weekly,
-        Some("monthly") => monthly,
-        _ => total,
-    };
-    let limit_remaining = k
-        .limit
-        .map(|l| l.saturating_sub(window_usage).max(Money::ZERO));
-    let balance = ctx.account.balance();
-    Ok(Json(json!({"data": {
+    let report = KeyUsageReport::load(&gw, k).await?;
+    let mut data = json!({
         "label": k.label,
         "name": k.name,
         "hash": k.hash,
         "limit": k.limit.map(Money::to_f64),
-        "limit_remaining": limit_remaining.map(Money::to_f64),
+        "limit_remaining": report.limit_remaining(k).map(Money::to_f64),
         "limit_reset": k.limit_reset,
         "include_byok_in_limit": k.include_byok_in_limit,
-        "usage": total.to_f64(),
-        "usage_daily": daily.to_f64(),
-        "usage_weekly": weekly.to_f64(),
-        "usage_monthly": monthly.to_f64(),
-        "byok_usage": 0.0,
-        "byok_usage_daily": 0.0,
-        "byok_usage_weekly": 0.0,
-        "byok_usage_monthly": 0.0,
         "is_free_tier": false,
         "is_management_key": k.management,
         "is_provisioning_key": k.management,
         "expires_at": k.expires_at.map(crate::clock::iso8601),
-        "rate_limit": {"requests": k.rpm.unwrap_or(-1), "interval": "1m", "note": "requests per minute; -1: no limit"},
+        "rate_limit": {
+            "requests": k.rpm.unwrap_or(-1),
+            "interval": "1m",
+            "note": "requests per minute for this key; -1: no limit",
+        },
+        "tokens_per_minute": k.tpm,
         "allowed_data_regions": [],
         "budgets": [],
         "effective_budget": null,
@@ -92,9 +114,11 @@ pub async fn current(
         "account": {
             "id": ctx.account.id,
             "prepaid": ctx.account.prepaid(),
-            "balance": balance.to_string(),
+            "balance": ctx.account.balance().to_string(),
         },
-    }})))
+    });
+    report.fields(&mut data);
+    Ok(Json(json!({ "data": data })))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The non-inference API routes: catalog, generations, keys, health.
 
+pub mod account;
 pub mod generation;
 pub mod health;
 pub mod key;

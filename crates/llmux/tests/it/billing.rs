@@ -1,0 +1,610 @@
+//! Accounts, credits and limits: exact under concurrency, consistent after a crash, and the
+//! account API with its errors; BYOK.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+const MODEL: &str = "deepseek/deepseek-v3.2";
+/// Words the simulator echoes back: exactly this many completion tokens per request.
+const K: u64 = 5;
+/// USD per million completion tokens; prompts are free, so a request costs K × P / 1e6.
+const P: &str = "2";
+
+fn echo_request() -> Value {
+    json!({"model": MODEL, "max_tokens": K, "messages": [{"role": "user", "content": "echo: a b c d e"}]})
+}
+
+async fn gateway(server_extra: &str) -> (Gateway, llmux_sim::SimHandle) {
+    let sim = sim().await;
+    let rest = format!(
+        "{}{}",
+        provider("simco", &format!("{}/v1", sim.base_url()), ""),
+        endpoint(MODEL, "simco", "m", "0", P, "")
+    );
+    (Gateway::start(server_extra, &rest).await, sim)
+}
+
+/// Fire `n` requests at once; the statuses, in no order.
+async fn burst(gw: &Gateway, key: &str, n: usize) -> Vec<u16> {
+    let gw = Arc::new((gw.http.clone(), gw.url("/api/v1/chat/completions")));
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let (http, url) = (gw.0.clone(), gw.1.clone());
+        let key = key.to_string();
+        tasks.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&echo_request())
+                .send()
+                .await
+                .unwrap();
+            let s = r.status().as_u16();
+            let _ = r.bytes().await;
+            s
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+fn one_request_cost() -> rust_decimal::Decimal {
+    cost(&[(K, P)])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credits_for_n_requests_admit_exactly_n_of_ten_n() {
+    let (gw, _sim) = gateway("").await;
+    let n = 8;
+    let credits = one_request_cost() * rust_decimal::Decimal::from(n);
+    let key = gw.create_key("n", Some(&credits.to_string()));
+    let statuses = burst(&gw, &key.key, 10 * n).await;
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(ok, n, "exactly N succeed: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 402),
+        "{statuses:?}"
+    );
+    let k: Value = gw.get("/api/v1/key", &key.key).await.json().await.unwrap();
+    assert_eq!(
+        dec(k["data"]["account"]["balance"].as_str().unwrap()),
+        rust_decimal::Decimal::ZERO
+    );
+    let audit = gw.cli(&["ledger", "verify", "--json"]);
+    let audit: Value = serde_json::from_slice(&audit.stdout).unwrap();
+    assert_eq!(audit["clean"], true, "{audit}");
+    assert_eq!(audit["charges"], n as u64);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_limit_admits_exactly_its_worth() {
+    let (gw, _sim) = gateway("").await;
+    let n = 6;
+    let limit = one_request_cost() * rust_decimal::Decimal::from(n);
+    let out = gw.cli(&[
+        "keys",
+        "create",
+        "--name",
+        "limited",
+        "--limit",
+        &limit.to_string(),
+        "--limit-reset",
+        "daily",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let k = key["key"].as_str().unwrap();
+    let statuses = burst(&gw, k, 10 * n).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        n,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 403),
+        "{statuses:?}"
+    );
+    let r = gw
+        .post("/api/v1/chat/completions", k, &echo_request())
+        .await;
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Key limit exceeded"),
+        "{v}"
+    );
+    let info: Value = gw.get("/api/v1/key", k).await.json().await.unwrap();
+    assert_eq!(info["data"]["limit_remaining"], 0.0);
+    assert_eq!(dec(&info["data"]["usage_daily"].to_string()), limit);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_admit_r_per_minute_with_headers() {
+    let (gw, _sim) = gateway("").await;
+    let r_limit = 7;
+    let out = gw.cli(&[
+        "keys",
+        "create",
+        "--name",
+        "rl",
+        "--rpm",
+        &r_limit.to_string(),
+        "--json",
+    ]);
+    let key: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let k = key["key"].as_str().unwrap();
+    let statuses = burst(&gw, k, 10 * r_limit).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        r_limit,
+        "{statuses:?}"
+    );
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429));
+    let r = gw
+        .post("/api/v1/chat/completions", k, &echo_request())
+        .await;
+    assert_eq!(r.status(), 429);
+    let h = r.headers();
+    assert_eq!(h["x-ratelimit-limit"], r_limit.to_string().as_str());
+    assert_eq!(h["x-ratelimit-remaining"], "0");
+    let reset: i64 = h["x-ratelimit-reset"].to_str().unwrap().parse().unwrap();
+    let retry: i64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(reset > llmux::clock::now_ms() && reset <= llmux::clock::now_ms() + 60_000);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], 429);
+
+    // Tokens per minute: once the minute's tokens are spent, requests wait.
+    let out = gw.cli(&["keys", "create", "--name", "tpm", "--tpm", "20", "--json"]);
+    let key: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let k = key["key"].as_str().unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(
+            gw.post("/api/v1/chat/completions", k, &echo_request())
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    // Each request uses more than 5 tokens (prompt and answer): a few pass, then 429.
+    assert!(
+        statuses[0] == 200 && *statuses.last().unwrap() == 429,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_under_load_leaves_consistent_books() {
+    let sim = sim().await;
+    let rest = format!(
+        "[metering]\nflush_interval_ms = 50\n\n{}{}",
+        provider("simco", &format!("{}/v1", sim.base_url()), ""),
+        endpoint(MODEL, "simco", "m+tps=400", "0", P, "")
+    );
+    let mut gw = Gateway::start("", &rest).await;
+    let key = gw.create_key("load", Some("1"));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let (http, url, k, stop) = (
+            gw.http.clone(),
+            gw.url("/api/v1/chat/completions"),
+            key.key.clone(),
+            stop.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut body = echo_request();
+                body["stream"] = (i % 2 == 0).into();
+                if let Ok(r) = http.post(&url).bearer_auth(&k).json(&body).send().await {
+                    let _ = r.bytes().await;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    gw.kill9();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    // The books agree after the crash: no charge without its record, none twice.
+    let audit = gw.cli(&["ledger", "verify", "--json"]);
+    let v: Value = serde_json::from_slice(&audit.stdout).unwrap();
+    assert_eq!(v["clean"], true, "{v}");
+    assert!(v["records"].as_u64().unwrap() > 10, "load ran: {v}");
+    // After a restart the balance is the ledger's, with no reservation left holding credits:
+    // a request whose worst case is the whole balance is admitted.
+    gw.restart().await;
+    let store = llmux::storage::Store::open(&gw.db_url()).await.unwrap();
+    let balance = store.balance(&key.account).await.unwrap();
+    let k: Value = gw.get("/api/v1/key", &key.key).await.json().await.unwrap();
+    assert_eq!(k["data"]["account"]["balance"], balance.to_string());
+    let r = gw
+        .post("/api/v1/chat/completions", &key.key, &echo_request())
+        .await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_account_api_and_its_errors() {
+    let (gw, _sim) = gateway("").await;
+    let out = gw.cli(&[
+        "keys",
+        "create",
+        "--name",
+        "admin",
+        "--management",
+        "--credits",
+        "10",
+        "--json",
+    ]);
+    let admin: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mk = admin["key"].as_str().unwrap().to_string();
+    let account = admin["account"].as_str().unwrap().to_string();
+
+    // A management key cannot call models.
+    let r = gw
+        .post("/api/v1/chat/completions", &mk, &echo_request())
+        .await;
+    assert_eq!(r.status(), 403);
+
+    // Create (201, key shown once).
+    let r = gw
+        .post("/api/v1/keys", &mk, &json!({"name": "worker", "limit": 0.5, "limit_reset": "weekly", "include_byok_in_limit": true}))
+        .await;
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let worker = created["key"].as_str().unwrap().to_string();
+    let hash = created["data"]["hash"].as_str().unwrap().to_string();
+    assert_eq!(created["data"]["limit"], 0.5);
+    assert_eq!(created["data"]["limit_reset"], "weekly");
+    assert_eq!(created["data"]["workspace_id"], "default");
+    assert!(
+        gw.post("/api/v1/chat/completions", &worker, &echo_request())
+            .await
+            .status()
+            == 200
+    );
+
+    // Read, list.
+    let one: Value = gw
+        .get(&format!("/api/v1/keys/{hash}"), &mk)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["data"]["name"], "worker");
+    assert!(one["data"]["usage"].as_f64().unwrap() > 0.0);
+    assert!(one["data"].get("key").is_none());
+    let list: Value = gw.get("/api/v1/keys", &mk).await.json().await.unwrap();
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        1,
+        "management keys are not listed"
+    );
+
+    // Credits and activity.
+    let c: Value = gw.get("/api/v1/credits", &mk).await.json().await.unwrap();
+    assert_eq!(c["data"]["total_credits"], 10.0);
+    assert!(c["data"]["total_usage"].as_f64().unwrap() > 0.0);
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let r = gw.get(&format!("/api/v1/activity?date={today}"), &mk).await;
+    assert_eq!(r.status(), 400, "today is not a completed day");
+    let a: Value = gw.get("/api/v1/activity", &mk).await.json().await.unwrap();
+    assert!(
+        a["data"].as_array().unwrap().is_empty(),
+        "nothing on completed days yet"
+    );
+
+    // Update: disable, then the key stops working; bad values are refused.
+    for (body, needle) in [
+        (json!({"limit": -5}), "negative"),
+        (json!({"limit": "lots"}), "decimal"),
+        (json!({"limit_reset": "hourly"}), "limit_reset"),
+        (json!({"disabled": "yes"}), "disabled"),
+        (json!({"name": ""}), "name"),
+    ] {
+        let r = gw
+            .http
+            .patch(gw.url(&format!("/api/v1/keys/{hash}")))
+            .bearer_auth(&mk)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{v}"
+        );
+    }
+    let r = gw
+        .http
+        .patch(gw.url(&format!("/api/v1/keys/{hash}")))
+        .bearer_auth(&mk)
+        .json(&json!({"disabled": true, "name": "paused"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["data"]["disabled"].as_bool(), v["data"]["name"].as_str()),
+        (Some(true), Some("paused"))
+    );
+    let r = gw
+        .post("/api/v1/chat/completions", &worker, &echo_request())
+        .await;
+    assert_eq!(r.status(), 401, "disabled through the API: refused at once");
+
+    // Errors: bad hashes, wrong key type, malformed bodies, expired keys.
+    assert_eq!(gw.get("/api/v1/keys/0000", &mk).await.status(), 404);
+    assert_eq!(
+        gw.get(&format!("/api/v1/keys/{hash}"), &worker)
+            .await
+            .status(),
+        401
+    );
+    let other = gw.create_key("other", None);
+    assert_eq!(gw.get("/api/v1/keys", &other.key).await.status(), 403);
+    assert_eq!(
+        gw.get(&format!("/api/v1/keys/{}", other.hash), &mk)
+            .await
+            .status(),
+        404,
+        "another account's key"
+    );
+    for body in [
+        json!({}),
+        json!({"name": 5}),
+        json!({"name": "x", "limit": -1}),
+        json!({"name": "x", "expires_at": "soon"}),
+    ] {
+        let r = gw.post("/api/v1/keys", &mk, &body).await;
+        assert_eq!(r.status(), 400, "{body}");
+    }
+    let r = gw
+        .http
+        .post(gw.url("/api/v1/keys"))
+        .bearer_auth(&mk)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = gw
+        .post(
+            "/api/v1/keys",
+            &mk,
+            &json!({"name": "old", "expires_at": "2020-01-01T00:00:00Z"}),
+        )
+        .await;
+    let expired: Value = r.json().await.unwrap();
+    let r = gw
+        .post(
+            "/api/v1/chat/completions",
+            expired["key"].as_str().unwrap(),
+            &echo_request(),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["message"], "This API key has expired");
+
+    // Delete.
+    let r = gw
+        .http
+        .delete(gw.url(&format!("/api/v1/keys/{hash}")))
+        .bearer_auth(&mk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"deleted": true}));
+    assert_eq!(
+        gw.get(&format!("/api/v1/keys/{hash}"), &mk).await.status(),
+        404
+    );
+    let r = gw
+        .http
+        .delete(gw.url(&format!("/api/v1/keys/{hash}")))
+        .bearer_auth(&mk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // The CLI sees the same account.
+    let out = gw.cli(&["accounts", "show", &account]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("credited  $10"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn byok_keys_are_used_charged_a_fee_and_never_shown() {
+    let sim = sim_with(llmux_sim::SimConfig {
+        record: true,
+        require_key: Some("sk-own-provider-key".into()),
+        ..Default::default()
+    })
+    .await;
+    let rest = format!(
+        "{}{}",
+        provider(
+            "simco",
+            &format!("{}/v1", sim.base_url()),
+            "api_key_env = \"LLMUX_TEST_SHARED\""
+        ),
+        endpoint(MODEL, "simco", "m", "0", P, "")
+    );
+    let gw = Gateway::start_with_env(
+        "",
+        &rest,
+        &[
+            ("LLMUX_SECRETS_KEY", &"7".repeat(64)),
+            ("LLMUX_TEST_SHARED", "sk-shared-key"),
+            ("LLMUX_LOG", "debug"),
+        ],
+    )
+    .await;
+    let out = gw.cli(&[
+        "keys",
+        "create",
+        "--name",
+        "admin",
+        "--management",
+        "--credits",
+        "1",
+        "--json",
+    ]);
+    let admin: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mk = admin["key"].as_str().unwrap();
+    let account = admin["account"].as_str().unwrap();
+    let out = gw.cli(&[
+        "keys",
+        "create",
+        "--name",
+        "user",
+        "--account",
+        account,
+        "--json",
+    ]);
+    let user: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let uk = user["key"].as_str().unwrap();
+
+    // Without the account's own key, the shared key is refused upstream: 502.
+    assert_eq!(
+        gw.post("/api/v1/chat/completions", uk, &echo_request())
+            .await
+            .status(),
+        502
+    );
+
+    // With it (as a fallback after the shared endpoint), the request is served through it.
+    let r = gw
+        .http
+        .put(gw.url("/api/v1/byok/simco"))
+        .bearer_auth(mk)
+        .json(&json!({"key": "sk-own-provider-key", "mode": "fallback"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let set: Value = r.json().await.unwrap();
+    assert!(!set.to_string().contains("sk-own-provider-key"));
+    let r = gw
+        .post("/api/v1/chat/completions", uk, &echo_request())
+        .await;
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-generation-id"].to_str().unwrap().to_string();
+    let body = r.text().await.unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["usage"]["is_byok"], true);
+    let fee = one_request_cost() * dec("0.05");
+    assert_eq!(dec(&raw_number(&body, "cost")), fee, "5% of the price");
+    let sent = sim.state.requests();
+    let auths: Vec<&str> = sent
+        .iter()
+        .filter_map(|r| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == "authorization")
+                .map(|(_, v)| v.as_str())
+        })
+        .collect();
+    assert_eq!(
+        auths.last(),
+        Some(&"Bearer sk-own-provider-key"),
+        "the account's key went upstream"
+    );
+    assert!(
+        auths.contains(&"Bearer sk-shared-key"),
+        "after the shared one, tried first in fallback mode"
+    );
+    let g: Value = gw
+        .get(&format!("/api/v1/generation?id={id}"), uk)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(g["data"]["is_byok"], true);
+    assert_eq!(dec(g["data"]["total_cost_usd"].as_str().unwrap()), fee);
+
+    // The key is never returned or logged.
+    let list: Value = gw.get("/api/v1/byok", mk).await.json().await.unwrap();
+    assert_eq!(list["data"][0]["provider"], "simco");
+    assert_eq!(list["data"][0]["mode"], "fallback");
+    for text in [list.to_string(), g.to_string(), gw.log()] {
+        assert!(!text.contains("sk-own-provider-key"), "leaked: {text}");
+    }
+    let store = llmux::storage::Store::open(&gw.db_url()).await.unwrap();
+    let rows = store.byok_keys(account).await.unwrap();
+    assert!(
+        !rows[0].sealed.contains("sk-own-provider-key"),
+        "stored sealed"
+    );
+
+    // Errors: an inference key cannot set keys; unknown providers; removal.
+    let r = gw
+        .http
+        .put(gw.url("/api/v1/byok/simco"))
+        .bearer_auth(uk)
+        .json(&json!({"key": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = gw
+        .http
+        .put(gw.url("/api/v1/byok/nobody"))
+        .bearer_auth(mk)
+        .json(&json!({"key": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = gw
+        .http
+        .put(gw.url("/api/v1/byok/simco"))
+        .bearer_auth(mk)
+        .json(&json!({"mode": "sometimes", "key": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = gw
+        .http
+        .delete(gw.url("/api/v1/byok/simco"))
+        .bearer_auth(mk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        gw.post("/api/v1/chat/completions", uk, &echo_request())
+            .await
+            .status(),
+        502
+    );
+}
