@@ -116,6 +116,8 @@ fn spawn_server(
                 }
             }
             Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
                 let log = std::fs::read_to_string(dir.join("llmux.log")).unwrap_or_default();
                 panic!("llmux did not start:\n{log}");
             }
