@@ -60,8 +60,8 @@ fn render(events: &[StreamEvent]) {
         aw.event(e, &mut buf);
     }
     let usage = b.usage().cloned().unwrap_or_default();
-    w.usage(&usage, "0.1", false, &mut buf);
-    aw.finish(b.finish(), &Usage::default(), "0", &mut buf);
+    w.usage(&usage, "0.1", false, None, &mut buf);
+    aw.finish(b.finish(), &Usage::default(), "0", None, &mut buf);
     let _ = anthropic::render::content_blocks(events);
 }
 

@@ -39,6 +39,8 @@ fn sim_provider(slug: &str, name: &str, api: Api, base_url: String) -> Provider 
         idle_timeout: Duration::from_secs(60),
         http2_prior_knowledge: false,
         simulated: true,
+        collects_data: false,
+        zdr: true,
     }
 }
 

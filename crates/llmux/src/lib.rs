@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod inbound;
 pub mod metering;
+pub mod metrics;
 pub mod money;
 pub mod pipeline;
 pub mod providers;

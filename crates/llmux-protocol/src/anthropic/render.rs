@@ -16,6 +16,8 @@ pub struct MessageMeta<'a> {
     pub usage: &'a Usage,
     /// The exact cost in USD, as a decimal literal.
     pub cost: &'a str,
+    /// The routing decision, when the client asked for it.
+    pub metadata: Option<&'a Value>,
 }
 
 fn usage_json(u: &Usage, cost: &str) -> Value {
@@ -139,7 +141,7 @@ pub fn render_message(
     meta: &MessageMeta<'_>,
 ) -> Vec<u8> {
     let stop = finish.map(|f| stop_reason_for(f.reason, f.native.as_deref()));
-    let v = json!({
+    let mut v = json!({
         "id": meta.id,
         "type": "message",
         "role": "assistant",
@@ -150,6 +152,9 @@ pub fn render_message(
         "usage": usage_json(meta.usage, meta.cost),
         "provider": meta.provider,
     });
+    if let Some(m) = meta.metadata {
+        v["openrouter_metadata"] = m.clone();
+    }
     serde_json::to_vec(&v).expect("json")
 }
 
@@ -316,17 +321,18 @@ impl EventWriter {
         finish: Option<&Finish>,
         usage: &Usage,
         cost: &str,
+        metadata: Option<&Value>,
         out: &mut Vec<u8>,
     ) {
         self.start(out);
         self.close(out);
         let stop = finish.map(|f| stop_reason_for(f.reason, f.native.as_deref()));
-        Self::emit(
-            out,
-            "message_delta",
-            &json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
-                    "usage": usage_json(usage, cost)}),
-        );
+        let mut delta = json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
+                               "usage": usage_json(usage, cost)});
+        if let Some(m) = metadata {
+            delta["openrouter_metadata"] = m.clone();
+        }
+        Self::emit(out, "message_delta", &delta);
         Self::emit(out, "message_stop", &json!({"type": "message_stop"}));
     }
 
@@ -409,6 +415,7 @@ mod tests {
                 ..Default::default()
             },
             "0.001",
+            None,
             &mut out,
         );
         let s = String::from_utf8(out).unwrap();

@@ -23,6 +23,8 @@ pub struct ResponseMeta<'a> {
     pub is_byok: bool,
     /// `reasoning.exclude`: reason, but do not show the reasoning.
     pub exclude_reasoning: bool,
+    /// The routing decision, when the client asked for it (`X-OpenRouter-Metadata`).
+    pub metadata: Option<&'a serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -117,6 +119,8 @@ struct Completion<'a> {
     system_fingerprint: Option<&'a str>,
     choices: [Choice<'a>; 1],
     usage: &'a UsageOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    openrouter_metadata: Option<&'a serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -190,6 +194,7 @@ pub fn render_response(resp: &ChatResponse, meta: &ResponseMeta<'_>) -> Vec<u8> 
                 },
             }],
             usage,
+            openrouter_metadata: meta.metadata,
         };
         serde_json::to_vec(&c).expect("serializable")
     })
@@ -207,6 +212,8 @@ struct Chunk<'a, C: Serialize> {
     choices: C,
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<&'a UsageOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    openrouter_metadata: Option<&'a serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -290,6 +297,7 @@ impl ChunkWriter {
                 logprobs: None,
             }],
             usage: None,
+            openrouter_metadata: None,
         };
         sse::write_data(out, &serde_json::to_vec(&c).expect("serializable"));
     }
@@ -400,8 +408,15 @@ impl ChunkWriter {
         }
     }
 
-    /// The final usage chunk (`choices: []`).
-    pub fn usage(&self, usage: &Usage, cost: &str, is_byok: bool, out: &mut Vec<u8>) {
+    /// The final usage chunk (`choices: []`), with the routing decision when asked for.
+    pub fn usage(
+        &self,
+        usage: &Usage,
+        cost: &str,
+        is_byok: bool,
+        metadata: Option<&serde_json::Value>,
+        out: &mut Vec<u8>,
+    ) {
         write_usage(usage, cost, is_byok, |u| {
             let c = Chunk {
                 id: &self.id,
@@ -412,6 +427,7 @@ impl ChunkWriter {
                 error: None,
                 choices: [(); 0],
                 usage: Some(u),
+                openrouter_metadata: metadata,
             };
             sse::write_data(out, &serde_json::to_vec(&c).expect("serializable"));
         })
@@ -442,6 +458,7 @@ impl ChunkWriter {
                 logprobs: None,
             }],
             usage: None,
+            openrouter_metadata: None,
         };
         sse::write_data(out, &serde_json::to_vec(&c).expect("serializable"));
     }
@@ -482,6 +499,7 @@ mod tests {
                 cost: "0.0000049",
                 is_byok: false,
                 exclude_reasoning: false,
+                metadata: None,
             },
         );
         let s = String::from_utf8(out).unwrap();
@@ -498,7 +516,7 @@ mod tests {
         let mut w = ChunkWriter::new("gen-1", "a/b", "P", 1, false);
         let mut out = Vec::new();
         w.event(&StreamEvent::Text("x".into()), &mut out);
-        w.usage(&Usage::default(), "0", false, &mut out);
+        w.usage(&Usage::default(), "0", false, None, &mut out);
         w.error(502, "boom", "provider_unavailable", &mut out);
         ChunkWriter::done(&mut out);
         let s = String::from_utf8(out).unwrap();

@@ -20,6 +20,12 @@ use crate::storage::{KeyRow, LedgerKind, Store};
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(250);
 /// Rate limits count over this sliding window.
 pub const RATE_WINDOW_MS: i64 = 60_000;
+/// OpenRouter's limits for free (`:free`) models: per key, per minute and per UTC day (more
+/// per day once the account has bought at least `FREE_CREDITS_THRESHOLD` of credits).
+pub const FREE_PER_MINUTE: usize = 20;
+pub const FREE_PER_DAY: u64 = 50;
+pub const FREE_PER_DAY_WITH_CREDITS: u64 = 1000;
+pub const FREE_CREDITS_THRESHOLD: Money = Money(10 * crate::money::PICO_PER_USD);
 
 /// An account's money, as this node sees it.
 pub struct Account {
@@ -35,6 +41,8 @@ pub struct Account {
 struct Book {
     balance: Money,
     reserved: Money,
+    /// Credits ever added (for the free-model daily allowance).
+    credited: Money,
 }
 
 impl Account {
@@ -66,6 +74,9 @@ pub struct KeyUsage {
     limit: Mutex<LimitBook>,
     requests: Mutex<VecDeque<i64>>,
     tokens: Mutex<VecDeque<(i64, u64)>>,
+    free_requests: Mutex<VecDeque<i64>>,
+    /// (UTC day number, free-model requests that day).
+    free_day: Mutex<(i64, u64)>,
 }
 
 #[derive(Default)]
@@ -145,6 +156,8 @@ pub enum AuthError {
 pub enum RateUnit {
     Requests,
     Tokens,
+    FreeRequests,
+    FreeRequestsPerDay,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -307,6 +320,13 @@ impl Billing {
                 .key_usage_since(hash, start)
                 .await
                 .map_err(storage)?;
+            let day = now.div_euclid(86_400_000);
+            let free = self
+                .store
+                .free_requests_since(hash, day * 86_400_000)
+                .await
+                .map_err(storage)?;
+            *usage.free_day.lock() = (day, free);
             let mut l = usage.limit.lock();
             l.window_start = start;
             l.spent = if row.include_byok_in_limit {
@@ -337,12 +357,14 @@ impl Billing {
         // The balance and the ledger mark it includes are read together; entries after the
         // mark are applied by the sync task.
         let (balance, through) = self.store.balance_with_mark(id).await?;
+        let (credited, _) = self.store.credit_totals(id).await?;
         let acct = Arc::new(Account {
             id: row.id.clone(),
             prepaid: RwLock::new(row.prepaid),
             book: Mutex::new(Book {
                 balance,
                 reserved: Money::ZERO,
+                credited,
             }),
             loaded_through_id: through,
             byok: RwLock::new(self.open_byok(id).await?),
@@ -381,10 +403,39 @@ impl Billing {
         ctx: &KeyContext,
         credits: Money,
         limit_amount: Money,
+        free: bool,
     ) -> Result<Reservation, ReserveError> {
         let now = crate::clock::now_ms();
         let key = &ctx.key;
         let usage = &ctx.usage;
+        let mut free_minute = usage.free_requests.lock();
+        let mut free_day = usage.free_day.lock();
+        if free {
+            prune(&mut free_minute, now, |t| *t);
+            if free_minute.len() >= FREE_PER_MINUTE {
+                return Err(ReserveError::RateLimited {
+                    unit: RateUnit::FreeRequests,
+                    limit: FREE_PER_MINUTE as u64,
+                    reset_ms: free_minute.front().map_or(now, |t| t + RATE_WINDOW_MS),
+                });
+            }
+            let day = now.div_euclid(86_400_000);
+            if free_day.0 != day {
+                *free_day = (day, 0);
+            }
+            let cap = if ctx.account.book.lock().credited >= FREE_CREDITS_THRESHOLD {
+                FREE_PER_DAY_WITH_CREDITS
+            } else {
+                FREE_PER_DAY
+            };
+            if free_day.1 >= cap {
+                return Err(ReserveError::RateLimited {
+                    unit: RateUnit::FreeRequestsPerDay,
+                    limit: cap,
+                    reset_ms: (day + 1) * 86_400_000,
+                });
+            }
+        }
         let mut requests = usage.requests.lock();
         prune(&mut requests, now, |t| *t);
         if let Some(rpm) = key.rpm.filter(|r| *r >= 0)
@@ -433,6 +484,10 @@ impl Billing {
         book.reserved = book.reserved.saturating_add(credits);
         limit.reserved = limit.reserved.saturating_add(limit_amount);
         requests.push_back(now);
+        if free {
+            free_minute.push_back(now);
+            free_day.1 += 1;
+        }
         Ok(Reservation {
             account: ctx.account.clone(),
             usage: ctx.usage.clone(),
@@ -512,6 +567,9 @@ impl Billing {
                     if e.id > a.loaded_through_id {
                         let mut b = a.book.lock();
                         b.balance = b.balance.saturating_add(e.amount);
+                        if e.kind != LedgerKind::Charge && e.amount > Money::ZERO {
+                            b.credited = b.credited.saturating_add(e.amount);
+                        }
                     }
                     if e.kind == LedgerKind::TopUp && !a.prepaid() {
                         // Credits bought make an account prepaid (see `admin::add_credits`).

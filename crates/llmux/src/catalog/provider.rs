@@ -84,6 +84,10 @@ pub struct Provider {
     pub idle_timeout: Duration,
     pub http2_prior_knowledge: bool,
     pub simulated: bool,
+    /// The provider may store or train on prompts.
+    pub collects_data: bool,
+    /// Zero data retention.
+    pub zdr: bool,
 }
 
 /// The dialect an OpenAI-compatible provider most likely speaks, from its slug or URL.
@@ -169,6 +173,15 @@ impl Provider {
             idle_timeout: Duration::from_secs(p.idle_timeout_secs.unwrap_or(120)),
             http2_prior_knowledge: p.http2_prior_knowledge,
             simulated: p.simulated,
+            collects_data: match p.data_collection.as_deref() {
+                None | Some("allow") => true,
+                Some("deny") => false,
+                Some(other) => bail!(
+                    "provider {}: data_collection {other:?} (expected allow or deny)",
+                    p.slug
+                ),
+            },
+            zdr: p.zdr,
         })
     }
 }

@@ -68,7 +68,9 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     }
     let billing = Billing::new(store.clone(), node.clone(), sealer).await?;
     billing.spawn_sync();
-    let (meter, writer) = Meter::start(store.clone(), &config.metering, node.clone());
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let (meter, writer) = Meter::start(store.clone(), &config.metering, node.clone(), metrics);
+    let router = crate::router::Router::new(&config.router);
     estimate::warm_up();
     let upstream = Upstream::new(&catalog)?;
     let demo_key = match demo {
@@ -84,6 +86,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         billing,
         meter,
         upstream,
+        router,
         store: store.clone(),
     });
 

@@ -16,6 +16,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub billing: BillingSection,
     #[serde(default)]
+    pub router: RouterSection,
+    #[serde(default)]
     pub providers: Vec<ProviderSection>,
     #[serde(default)]
     pub models: Vec<ModelSection>,
@@ -50,6 +52,24 @@ pub struct MeteringSection {
     /// Records allowed to wait for the database before new requests are refused with 503
     /// (default 200000). Accepted records are never dropped.
     pub max_pending: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterSection {
+    /// An endpoint with significant failures in this many recent seconds is tried last
+    /// (default 30, OpenRouter's).
+    pub unstable_window_secs: Option<u64>,
+    /// Consecutive failures that open an endpoint's circuit breaker (default 5).
+    pub breaker_failures: Option<u32>,
+    /// Seconds an open breaker waits before letting one probe request through (default 10;
+    /// doubled after each failed probe, up to 5 minutes).
+    pub breaker_open_secs: Option<u64>,
+    /// Minutes a prompt-caching conversation stays pinned to its endpoint without use
+    /// (default 10).
+    pub sticky_idle_minutes: Option<u64>,
+    /// Seed for the weighted random choice (default: from the OS). Tests set it.
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -96,6 +116,13 @@ pub struct ProviderSection {
     /// Marks the provider as a simulation (the demo's providers are).
     #[serde(default)]
     pub simulated: bool,
+    /// Whether the provider may store or train on prompts: `allow` (default) or `deny`.
+    /// Requests with `provider.data_collection = "deny"` use only `deny` providers.
+    pub data_collection: Option<String>,
+    /// The provider retains no data (zero data retention); `provider.zdr = true` requests
+    /// use only these.
+    #[serde(default)]
+    pub zdr: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

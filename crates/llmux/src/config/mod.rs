@@ -25,7 +25,17 @@ pub struct Config {
     pub stream_keepalive: Duration,
     pub metering: MeteringSettings,
     pub billing: BillingSettings,
+    pub router: RouterSettings,
     pub file: ConfigFile,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    pub unstable_window: Duration,
+    pub breaker_failures: u32,
+    pub breaker_open: Duration,
+    pub sticky_idle: Duration,
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +139,19 @@ impl Config {
             stream_keepalive: Duration::from_millis(s.stream_keepalive_ms.unwrap_or(3000).max(100)),
             metering,
             billing,
+            router: RouterSettings {
+                unstable_window: Duration::from_secs(
+                    file.router.unstable_window_secs.unwrap_or(30).max(1),
+                ),
+                breaker_failures: file.router.breaker_failures.unwrap_or(5).max(1),
+                breaker_open: Duration::from_secs(
+                    file.router.breaker_open_secs.unwrap_or(10).max(1),
+                ),
+                sticky_idle: Duration::from_secs(
+                    60 * file.router.sticky_idle_minutes.unwrap_or(10),
+                ),
+                seed: file.router.seed,
+            },
             file,
         })
     }

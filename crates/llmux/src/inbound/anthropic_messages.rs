@@ -48,6 +48,7 @@ impl Format for AnthropicMessages {
                 provider: s.provider_name,
                 usage: s.usage,
                 cost: &cost,
+                metadata: s.metadata,
             },
         )
     }
@@ -84,9 +85,11 @@ impl StreamWriter for Writer {
         usage: &Usage,
         cost: Money,
         _is_byok: bool,
+        metadata: Option<&serde_json::Value>,
         out: &mut Vec<u8>,
     ) {
-        self.0.finish(finish, usage, &cost.to_string(), out)
+        self.0
+            .finish(finish, usage, &cost.to_string(), metadata, out)
     }
 
     fn error(&mut self, status: u16, message: &str, _error_type: &str, out: &mut Vec<u8>) {

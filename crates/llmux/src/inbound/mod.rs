@@ -25,6 +25,8 @@ pub struct Served<'a> {
     pub usage: &'a Usage,
     pub cost: Money,
     pub is_byok: bool,
+    /// The routing decision, when the client asked for it.
+    pub metadata: Option<&'a serde_json::Value>,
 }
 
 /// How one inbound protocol renders results.
@@ -65,6 +67,7 @@ pub trait StreamWriter: Send {
         usage: &Usage,
         cost: Money,
         is_byok: bool,
+        metadata: Option<&serde_json::Value>,
         out: &mut Vec<u8>,
     );
     /// A mid-stream error, then the terminator.

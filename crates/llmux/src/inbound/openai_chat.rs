@@ -49,6 +49,7 @@ impl Format for OpenAiChat {
                 cost: &cost,
                 is_byok: s.is_byok,
                 exclude_reasoning: self.exclude_reasoning,
+                metadata: s.metadata,
             },
         )
     }
@@ -87,9 +88,11 @@ impl StreamWriter for Writer {
         usage: &Usage,
         cost: Money,
         is_byok: bool,
+        metadata: Option<&serde_json::Value>,
         out: &mut Vec<u8>,
     ) {
-        self.0.usage(usage, &cost.to_string(), is_byok, out);
+        self.0
+            .usage(usage, &cost.to_string(), is_byok, metadata, out);
         ChunkWriter::done(out);
     }
 

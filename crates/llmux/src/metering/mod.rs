@@ -38,6 +38,7 @@ pub struct Meter {
     tx: mpsc::UnboundedSender<Msg>,
     stats: Arc<MeterStats>,
     max_pending: usize,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Meter {
@@ -46,6 +47,7 @@ impl Meter {
         store: Store,
         settings: &MeteringSettings,
         node: String,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> (Meter, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(MeterStats::default());
@@ -63,6 +65,7 @@ impl Meter {
                 tx,
                 stats,
                 max_pending: settings.max_pending,
+                metrics,
             },
             handle,
         )
@@ -77,8 +80,13 @@ impl Meter {
         &self.stats
     }
 
-    /// Queue a record. Never blocks, never drops.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// Queue a record (and count it in the metrics). Never blocks, never drops.
     pub fn record(&self, r: GenerationRecord) {
+        self.metrics.observe(&r);
         self.stats.pending.fetch_add(1, Ordering::Relaxed);
         if self.tx.send(Msg::Record(Box::new(r))).is_err() {
             self.stats.pending.fetch_sub(1, Ordering::Relaxed);

@@ -13,6 +13,7 @@ use crate::metering::{Charge, GenerationRecord, ProviderResponse};
 use crate::money::Money;
 use crate::providers::{Adapter, BuildContext, UpstreamError, UpstreamRequest, adapter_for};
 use crate::router::Candidate;
+use crate::router::health::Outcome;
 use crate::server::error::ApiError;
 
 /// Why an endpoint could not serve.
@@ -164,4 +165,54 @@ pub(super) fn settle_served(
         });
     }
     charged
+}
+
+/// Tell the endpoint's live health how an attempt went. A request the endpoint's protocol
+/// cannot express says nothing about the endpoint (but gives back a probe turn).
+pub(super) fn report(
+    job: &Job,
+    model: &Model,
+    e: &Endpoint,
+    failure: Option<&Failure>,
+    ttft_ms: Option<f64>,
+    tokens_per_sec: Option<f64>,
+) {
+    let health = &job.gw.router.health;
+    let outcome = match failure {
+        None => Outcome {
+            success: true,
+            rate_limited: false,
+            retry_after: None,
+            ttft_ms,
+            tokens_per_sec,
+        },
+        Some(Failure::Upstream { error, .. }) => Outcome {
+            success: false,
+            rate_limited: error.status() == Some(429),
+            retry_after: error.retry_after,
+            ttft_ms: None,
+            tokens_per_sec: None,
+        },
+        Some(Failure::Unsupported(_)) => {
+            health.of(&e.provider.slug, &model.id).release_probe();
+            return;
+        }
+    };
+    health.record(&e.provider.slug, &model.id, outcome);
+}
+
+/// The routing decision and the attempts, for `X-OpenRouter-Metadata: enabled`.
+pub(super) fn metadata(job: &Job) -> Option<serde_json::Value> {
+    if !job.meta.want_metadata {
+        return None;
+    }
+    let d = &job.plan.decision;
+    Some(json!({
+        "requested": d.requested,
+        "strategy": d.strategy,
+        "endpoints": d.endpoints,
+        "filtered": d.filtered,
+        "attempt": job.rec.provider_responses.len(),
+        "attempts": job.rec.provider_responses,
+    }))
 }

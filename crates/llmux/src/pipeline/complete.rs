@@ -23,6 +23,7 @@ pub(crate) async fn drive(mut job: Job, mut head: oneshot::Sender<Head>) {
                 Ok(x) => x,
                 Err(f) => {
                     attempt::note(&mut job.rec, e, started, Some(&f));
+                    attempt::report(&job, &route.model, e, Some(&f), None, None);
                     last = Some(f);
                     continue;
                 }
@@ -72,6 +73,12 @@ pub(crate) async fn drive(mut job: Job, mut head: oneshot::Sender<Head>) {
                     );
                     job.rec.status = 200;
                     job.rec.latency_ms = Some(job.meta.received.elapsed().as_millis() as i64);
+                    let secs = started.elapsed().as_secs_f64();
+                    let tps = (usage.completion_tokens > 0 && secs > 0.0)
+                        .then(|| usage.completion_tokens as f64 / secs);
+                    attempt::report(&job, &route.model, e, None, None, tps);
+                    job.gw.router.served(&job.plan, &route.model, e);
+                    let metadata = attempt::metadata(&job);
                     let created = job.meta.received_ms / 1000;
                     let body = job.format.render_complete(
                         &events,
@@ -84,6 +91,7 @@ pub(crate) async fn drive(mut job: Job, mut head: oneshot::Sender<Head>) {
                             usage: &usage,
                             cost: charged,
                             is_byok: c.byok.is_some(),
+                            metadata: metadata.as_ref(),
                         },
                     );
                     // Recorded before the answer leaves, so `GET /generation` finds it.
@@ -97,6 +105,7 @@ pub(crate) async fn drive(mut job: Job, mut head: oneshot::Sender<Head>) {
                         error,
                     };
                     attempt::note(&mut job.rec, e, started, Some(&f));
+                    attempt::report(&job, &route.model, e, Some(&f), None, None);
                     let retry = f.retryable();
                     last = Some(f);
                     if !retry {

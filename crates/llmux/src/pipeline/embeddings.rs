@@ -85,7 +85,7 @@ pub async fn execute(
         .fold((Money::ZERO, Money::ZERO), |(a, b), (c, l)| {
             (a.max(c), b.max(l))
         });
-    let reservation = match super::reserve(&gw, &key, credits, limit).await {
+    let reservation = match super::reserve(&gw, &key, credits, limit, false).await {
         Ok(r) => r,
         Err(err) => return fail(err, rec),
     };

@@ -47,6 +47,7 @@ pub struct Gateway {
     pub billing: Arc<Billing>,
     pub meter: Meter,
     pub upstream: Upstream,
+    pub router: crate::router::Router,
     pub store: Store,
 }
 
@@ -61,6 +62,8 @@ pub struct RequestMeta {
     pub session_id: Option<String>,
     /// The client's `anthropic-beta` header, passed to Anthropic upstreams.
     pub anthropic_beta: Option<String>,
+    /// `X-OpenRouter-Metadata: enabled` (or `X-Llmux-Metadata`): show the routing decision.
+    pub want_metadata: bool,
 }
 
 fn header_string(h: &HeaderMap, name: &str) -> Option<String> {
@@ -81,6 +84,9 @@ impl RequestMeta {
             user_agent: header_string(h, "user-agent"),
             session_id: header_string(h, "x-session-id"),
             anthropic_beta: header_string(h, "anthropic-beta"),
+            want_metadata: ["x-openrouter-metadata", "x-llmux-metadata"]
+                .iter()
+                .any(|n| header_string(h, n).is_some_and(|v| v.eq_ignore_ascii_case("enabled"))),
         }
     }
 }
@@ -161,11 +167,12 @@ pub async fn reserve(
     key: &KeyContext,
     credits: Money,
     limit: Money,
+    free: bool,
 ) -> Result<Reservation, ApiError> {
-    let mut result = gw.billing.reserve(key, credits, limit);
+    let mut result = gw.billing.reserve(key, credits, limit, free);
     if matches!(result, Err(ReserveError::InsufficientCredits { .. })) {
         gw.billing.sync_if_stale().await;
-        result = gw.billing.reserve(key, credits, limit);
+        result = gw.billing.reserve(key, credits, limit, free);
     }
     result.map_err(|e| match e {
         ReserveError::InsufficientCredits { available, needed } => ApiError::payment_required(format!(
@@ -179,14 +186,16 @@ pub async fn reserve(
         .with_metadata(json!({"limit": limit.to_string(), "remaining": remaining.to_string()})),
         ReserveError::RateLimited { unit, limit, reset_ms } => {
             let what = match unit {
-                RateUnit::Requests => "requests",
-                RateUnit::Tokens => "tokens",
+                RateUnit::Requests => "requests per minute",
+                RateUnit::Tokens => "tokens per minute",
+                RateUnit::FreeRequests => "free-model requests per minute",
+                RateUnit::FreeRequestsPerDay => "free-model requests per day",
             };
             let wait_ms = (reset_ms - crate::clock::now_ms()).max(0);
             let header = |v: String| HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("0"));
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                format!("Rate limit exceeded: {limit} {what} per minute for this key"),
+                format!("Rate limit exceeded: {limit} {what} for this key"),
             )
             .with_metadata(json!({"limit": limit, "unit": what, "reset_ms": reset_ms}))
             .with_header(header::RETRY_AFTER, header(((wait_ms + 999) / 1000).max(1).to_string()))
@@ -215,7 +224,7 @@ fn with_generation_id(mut r: Response, id: &str) -> Response {
 pub async fn execute(
     gw: Arc<Gateway>,
     key: Arc<KeyContext>,
-    req: ChatRequest,
+    mut req: ChatRequest,
     meta: RequestMeta,
     format: Arc<dyn Format>,
 ) -> Response {
@@ -241,10 +250,20 @@ pub async fn execute(
         );
     }
     // route
-    let plan = match router::plan(&gw.catalog, &req, &key.account.byok()) {
+    let conversation = router::sticky::conversation_key(&req, meta.session_id.as_deref());
+    let plan = match gw
+        .router
+        .plan(&gw.catalog, &req, &key.account.byok(), conversation)
+    {
         Ok(p) => p,
         Err(e) => return error(e.into_api_error(), rec),
     };
+    if plan.variants.thinking && req.reasoning.is_none() {
+        req.reasoning = Some(llmux_protocol::canonical::ReasoningConfig {
+            enabled: Some(true),
+            ..Default::default()
+        });
+    }
     // reserve
     let (credits, limit) = accounting::worst_case(
         &req,
@@ -252,7 +271,7 @@ pub async fn execute(
         gw.config.billing.byok_fee,
         key.key.include_byok_in_limit,
     );
-    let reservation = match reserve(&gw, &key, credits, limit).await {
+    let reservation = match reserve(&gw, &key, credits, limit, plan.variants.free).await {
         Ok(r) => r,
         Err(err) => return error(err, rec),
     };

@@ -179,6 +179,7 @@ pub(crate) async fn drive(mut job: Job, head: oneshot::Sender<Head>) {
                 }
                 Err(f) => {
                     attempt::note(&mut job.rec, e, started, Some(&f));
+                    attempt::report(&job, &route.model, e, Some(&f), None, None);
                     let retry = f.retryable();
                     last = Some(f);
                     if !retry {
@@ -308,14 +309,29 @@ async fn relay(mut job: Job, mut client: Client, model: &Model, c: &Candidate, o
     job.rec.latency_ms = Some(job.meta.received.elapsed().as_millis() as i64);
     let mut tail = Vec::new();
     match &end {
-        End::Done => writer.finish(
-            finish.as_ref(),
-            &usage,
-            charged,
-            c.byok.is_some(),
-            &mut tail,
-        ),
+        End::Done => {
+            let gen_secs = finished.duration_since(first_token_at).as_secs_f64();
+            let tps = (usage.completion_tokens > 1 && gen_secs > 0.0)
+                .then(|| usage.completion_tokens as f64 / gen_secs);
+            let ttft = job.rec.ttft_ms.map(|t| t as f64);
+            attempt::report(&job, model, e, None, ttft, tps);
+            job.gw.router.served(&job.plan, model, e);
+            let metadata = attempt::metadata(&job);
+            writer.finish(
+                finish.as_ref(),
+                &usage,
+                charged,
+                c.byok.is_some(),
+                metadata.as_ref(),
+                &mut tail,
+            )
+        }
         End::Failed(err) => {
+            let failure = Failure::Upstream {
+                provider: e.provider.name.clone(),
+                error: err.clone(),
+            };
+            attempt::report(&job, model, e, Some(&failure), None, None);
             job.rec.error = Some(err.message.clone());
             job.rec.status = err.client_status();
             writer.error(

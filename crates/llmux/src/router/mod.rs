@@ -1,17 +1,40 @@
 //! The router: which models and endpoints a request may use, in the order to try them.
 //!
-//! Levels, outermost first: **model** (the requested model, then `models[]` fallbacks) →
-//! **candidates** of each model (its endpoints in the routing policy's order, with the
-//! account's own provider keys placed first or last) → the attempt loop in the pipeline,
-//! which walks them.
+//! Levels, outermost first, one file each:
+//! - **model** ([`model`]): the requested model, its `:variants`, then `models[]` fallbacks;
+//! - **filters** ([`filter`]): the `provider` preferences ([`preferences`]) and what the
+//!   request needs, each exclusion with its reason;
+//! - **order** ([`order`]): price-weighted random choice, or `sort`/`order`, with live
+//!   [`health`] (stability, circuit breakers, Retry-After) and [`sticky`] conversations;
+//! - **candidates**: the ordered endpoints, with the account's own keys (BYOK) placed first or
+//!   last.
+//!
+//! The pipeline walks the candidates, falling back on retryable failures.
+
+pub mod filter;
+pub mod health;
+pub mod model;
+pub mod order;
+pub mod preferences;
+pub mod sticky;
 
 use std::sync::Arc;
 
 use llmux_protocol::canonical::ChatRequest;
+use parking_lot::Mutex;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::Serialize;
 use serde_json::json;
 
+use self::health::Health;
+use self::model::{Resolved, Variants};
+use self::order::EndpointInfo;
+use self::preferences::{Partition, Preferences, SortBy};
+use self::sticky::Sticky;
 use crate::billing::byok::{ByokKey, ByokMode};
 use crate::catalog::{Catalog, Endpoint, Model};
+use crate::config::RouterSettings;
 use crate::server::error::ApiError;
 
 /// One way to serve: an endpoint, with the shared credentials or an account's own key.
@@ -27,10 +50,31 @@ pub struct ModelRoute {
     pub candidates: Vec<Candidate>,
 }
 
+/// An endpoint left out, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Filtered {
+    pub model: String,
+    pub provider: String,
+    pub reason: String,
+}
+
+/// How the router decided, for `X-OpenRouter-Metadata: enabled`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub requested: String,
+    pub strategy: &'static str,
+    pub endpoints: Vec<EndpointInfo>,
+    pub filtered: Vec<Filtered>,
+}
+
 /// Everything a request may try, in order: every candidate of the first model, then the
 /// next model's.
 pub struct RoutePlan {
     pub routes: Vec<ModelRoute>,
+    pub decision: Decision,
+    pub variants: Variants,
+    /// The conversation, for sticky routing.
+    pub conversation: u64,
 }
 
 impl RoutePlan {
@@ -45,26 +89,26 @@ impl RoutePlan {
 pub enum RouteError {
     /// No such model in the catalog.
     InvalidModel(String),
-    /// The model exists but nothing can serve it.
+    /// A malformed `provider` object, or an unknown variant.
+    BadRequest(ApiError),
+    /// Models exist but nothing can serve them.
     NoEndpoints { model: String, reasons: Vec<String> },
 }
 
 impl RouteError {
     pub fn into_api_error(self) -> ApiError {
         match self {
-            RouteError::InvalidModel(m) => {
-                ApiError::bad_request(format!("{m} is not a valid model ID"))
-            }
-            RouteError::NoEndpoints { model, reasons } => {
-                ApiError::not_found(format!("No endpoints found for {model}."))
-                    .with_metadata(json!({ "reasons": reasons }))
-            }
+            RouteError::InvalidModel(m) => ApiError::bad_request(format!("{m} is not a valid model ID")),
+            RouteError::BadRequest(e) => e,
+            RouteError::NoEndpoints { model, reasons } => ApiError::not_found(format!(
+                "No endpoints found for {model} that match this request and its provider preferences."
+            ))
+            .with_metadata(json!({ "reasons": reasons })),
         }
     }
 }
 
-/// Resolve a requested id to a catalog model: the exact id, else the id without its
-/// `:variant` suffix.
+/// Resolve a requested id to a catalog model (variants ignored), for the catalog routes.
 pub fn resolve_model<'a>(catalog: &'a Catalog, requested: &str) -> Option<&'a Arc<Model>> {
     catalog.model(requested).or_else(|| {
         let (base, _variant) = requested.split_once(':')?;
@@ -97,43 +141,161 @@ pub fn with_byok(endpoints: Vec<Arc<Endpoint>>, byok: &[Arc<ByokKey>]) -> Vec<Ca
     out
 }
 
-pub fn plan(
-    catalog: &Catalog,
-    req: &ChatRequest,
-    byok: &[Arc<ByokKey>],
-) -> Result<RoutePlan, RouteError> {
-    let mut ids: Vec<&str> = vec![req.model.as_str()];
-    for m in &req.models {
-        if !ids.contains(&m.as_str()) {
-            ids.push(m);
-        }
-    }
-    let mut routes = Vec::new();
-    let mut reasons = Vec::new();
-    for id in &ids {
-        let Some(model) = resolve_model(catalog, id).filter(|m| !m.is_embedding_model()) else {
-            if routes.is_empty() && ids.len() == 1 {
-                return Err(RouteError::InvalidModel(id.to_string()));
-            }
-            reasons.push(format!("{id}: not a valid chat model ID"));
-            continue;
+pub struct Router {
+    pub health: Health,
+    sticky: Sticky,
+    rng: Mutex<StdRng>,
+}
+
+impl Router {
+    pub fn new(settings: &RouterSettings) -> Router {
+        let rng = match settings.seed {
+            Some(s) => StdRng::seed_from_u64(s),
+            None => StdRng::from_os_rng(),
         };
-        let mut endpoints: Vec<Arc<Endpoint>> = catalog.endpoints(&model.id).to_vec();
-        if endpoints.is_empty() {
-            reasons.push(format!("{}: no provider serves this model", model.id));
-            continue;
+        Router {
+            health: Health::new(settings.clone()),
+            sticky: Sticky::new(settings.sticky_idle),
+            rng: Mutex::new(rng),
         }
-        endpoints.sort_by_key(|e| e.pricing.prompt.0.saturating_add(e.pricing.completion.0));
-        routes.push(ModelRoute {
-            model: model.clone(),
-            candidates: with_byok(endpoints, byok),
-        });
     }
-    if routes.is_empty() {
-        return Err(RouteError::NoEndpoints {
-            model: req.model.clone(),
-            reasons,
-        });
+
+    /// Plan a request: its models, each model's eligible endpoints in order, as candidates.
+    pub fn plan(
+        &self,
+        catalog: &Catalog,
+        req: &ChatRequest,
+        byok: &[Arc<ByokKey>],
+        conversation: u64,
+    ) -> Result<RoutePlan, RouteError> {
+        let prefs = Preferences::parse(req.provider.as_ref()).map_err(RouteError::BadRequest)?;
+        let needs = filter::Needs::of(req);
+        let mut ids: Vec<&str> = vec![req.model.as_str()];
+        for m in &req.models {
+            if !ids.contains(&m.as_str()) {
+                ids.push(m);
+            }
+        }
+        let mut routes: Vec<ModelRoute> = Vec::new();
+        let mut reasons = Vec::new();
+        let mut filtered = Vec::new();
+        let mut infos = Vec::new();
+        let mut strategy = "weighted_random_by_price";
+        let mut first_variants = None;
+        let mut global: Vec<(Arc<Model>, Arc<Endpoint>, EndpointInfo)> = Vec::new();
+        for id in &ids {
+            let (model, variants) = match model::resolve(catalog, id) {
+                Resolved::Model(m, v) if !m.is_embedding_model() => (m, v),
+                Resolved::UnknownVariant(v) => {
+                    return Err(RouteError::BadRequest(ApiError::bad_request(format!(
+                        "{id}: unknown model variant :{v} (expected :nitro, :floor, :free or :thinking)"
+                    ))));
+                }
+                _ => {
+                    if ids.len() == 1 {
+                        return Err(RouteError::InvalidModel(id.to_string()));
+                    }
+                    reasons.push(format!("{id}: not a valid chat model ID"));
+                    continue;
+                }
+            };
+            first_variants.get_or_insert(variants);
+            let mut eligible = Vec::new();
+            for e in catalog.endpoints(&model.id) {
+                match filter::exclusion(e, &model, &prefs, &needs, variants) {
+                    None => eligible.push(e.clone()),
+                    Some(reason) => {
+                        reasons.push(format!("{}: {reason}", model.id));
+                        filtered.push(Filtered {
+                            model: model.id.clone(),
+                            provider: e.provider.slug.clone(),
+                            reason,
+                        });
+                    }
+                }
+            }
+            if catalog.endpoints(&model.id).is_empty() {
+                reasons.push(format!("{}: no provider serves this model", model.id));
+            }
+            if eligible.is_empty() {
+                continue;
+            }
+            let sort = prefs.sort.map(|s| s.by).or(if variants.nitro {
+                Some(SortBy::Throughput)
+            } else if variants.floor {
+                Some(SortBy::Price)
+            } else {
+                None
+            });
+            let sticky = self.sticky.get(conversation, &model.id);
+            let ordered = order::order(
+                &model.id,
+                eligible,
+                sort,
+                &prefs,
+                &self.health,
+                &mut self.rng.lock(),
+                sticky.as_deref(),
+            );
+            strategy = ordered.strategy;
+            if prefs.sort.is_some_and(|s| s.partition == Partition::None) {
+                for (e, i) in ordered.endpoints.into_iter().zip(ordered.info) {
+                    global.push((model.clone(), e, i));
+                }
+                continue;
+            }
+            infos.extend(ordered.info);
+            routes.push(ModelRoute {
+                candidates: with_byok(ordered.endpoints, byok),
+                model,
+            });
+        }
+        if !global.is_empty() {
+            // `partition: none`: every model's endpoints sorted together.
+            let by = prefs.sort.map(|s| s.by).unwrap_or(SortBy::Price);
+            let key = |i: &EndpointInfo| match by {
+                SortBy::Price => i.blended_price.parse::<f64>().unwrap_or(f64::MAX),
+                SortBy::Throughput => -i.throughput_p50.unwrap_or(f64::INFINITY),
+                SortBy::Latency => i.latency_p50_ms.unwrap_or(f64::NEG_INFINITY),
+            };
+            global.sort_by(|a, b| key(&a.2).total_cmp(&key(&b.2)));
+            for (model, e, info) in global {
+                infos.push(info);
+                routes.push(ModelRoute {
+                    candidates: with_byok(vec![e], byok),
+                    model,
+                });
+            }
+        }
+        if routes.is_empty() {
+            return Err(RouteError::NoEndpoints {
+                model: req.model.clone(),
+                reasons,
+            });
+        }
+        for i in &mut infos {
+            i.byok = byok.iter().any(|k| k.provider == i.provider);
+        }
+        Ok(RoutePlan {
+            routes,
+            decision: Decision {
+                requested: req.model.clone(),
+                strategy,
+                endpoints: infos,
+                filtered,
+            },
+            variants: first_variants.unwrap_or_default(),
+            conversation,
+        })
     }
-    Ok(RoutePlan { routes })
+
+    /// A generation was served: remember the endpoint for the conversation when its cached
+    /// prompts are cheaper (prompt caching pays off only on the same endpoint).
+    pub fn served(&self, plan: &RoutePlan, model: &Model, e: &Endpoint) {
+        let p = &e.pricing;
+        if p.input_cache_read.is_some_and(|c| c < p.prompt) {
+            self.sticky
+                .put(plan.conversation, &model.id, &e.provider.slug);
+        }
+    }
 }

@@ -64,6 +64,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .nest("/api/v1", api())
         .nest("/v1", api())
         .route("/healthz", get(routes::health::healthz))
+        .route("/metrics", get(routes::health::metrics))
         .fallback(not_found)
         .with_state(gw)
 }

@@ -153,3 +153,18 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// Requests a key made to free (`:free`) models since `since_ms`.
+    pub async fn free_requests_since(&self, key_hash: &str, since_ms: i64) -> anyhow::Result<u64> {
+        let row = sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM generations \
+             WHERE key_hash = $1 AND created_at >= $2 AND requested_model LIKE '%:free'",
+        )
+        .bind(key_hash)
+        .bind(since_ms)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get::<i64, _>(0)?.max(0) as u64)
+    }
+}

@@ -20,3 +20,15 @@ pub async fn healthz(State(gw): State<Arc<Gateway>>) -> Json<Value> {
         },
     }))
 }
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(gw): State<Arc<Gateway>>) -> impl axum::response::IntoResponse {
+    let body = gw.meter.metrics().render(&gw.router, gw.meter.stats());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+}

@@ -178,7 +178,15 @@ pub async fn one(
     Ok(Json(json!({"data": model_json(&gw.catalog, m)})))
 }
 
-pub fn endpoint_json(e: &Endpoint) -> Value {
+/// An endpoint in OpenRouter's shape, with its live health.
+pub fn endpoint_json(e: &Endpoint, h: &crate::router::health::Snapshot) -> Value {
+    use crate::router::health::Circuit;
+    let status = match (h.circuit, h.stable) {
+        (Circuit::Closed, true) => 0,
+        (Circuit::Closed, false) => -1,
+        (Circuit::HalfOpen, _) => -2,
+        (Circuit::Open, _) => -5,
+    };
     json!({
         "name": e.display_name(),
         "model_id": e.model_id,
@@ -191,12 +199,13 @@ pub fn endpoint_json(e: &Endpoint) -> Value {
         "max_completion_tokens": e.max_completion_tokens,
         "max_prompt_tokens": e.max_prompt_tokens,
         "supported_parameters": e.supported_parameters,
-        "status": 0,
-        "uptime_last_5m": null,
-        "uptime_last_30m": null,
-        "uptime_last_1d": null,
-        "latency_last_30m": null,
-        "throughput_last_30m": null,
+        "status": status,
+        "uptime_last_5m": h.uptime_5m,
+        "uptime_last_30m": h.uptime_30m,
+        "uptime_last_1d": h.uptime_1d,
+        "latency_last_30m": h.latency_30m,
+        "throughput_last_30m": h.throughput_30m,
+        "circuit": h.circuit,
         "supports_implicit_caching": e.pricing.input_cache_read.is_some(),
         "service_tier": null,
         "native_tools": {},
@@ -219,7 +228,7 @@ pub async fn endpoints(
         .catalog
         .endpoints(&m.id)
         .iter()
-        .map(|e| endpoint_json(e))
+        .map(|e| endpoint_json(e, &gw.router.health.snapshot(&e.provider.slug, &m.id)))
         .collect();
     Ok(Json(json!({"data": {
         "id": m.id,
