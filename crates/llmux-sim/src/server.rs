@@ -356,6 +356,11 @@ pub async fn spawn(addr: SocketAddr, config: SimConfig) -> std::io::Result<SimHa
     let state = SimState::new(config);
     let app = router(state.clone());
     let task = tokio::spawn(async move {
+        // Small SSE writes must leave at once: with Nagle's algorithm a token waits for the
+        // client's delayed ACK (about 40 ms), which would distort every latency measured.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("simulated provider stopped: {e}");
         }

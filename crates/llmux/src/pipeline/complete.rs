@@ -73,8 +73,10 @@ pub(crate) async fn drive(mut job: Job, mut head: oneshot::Sender<Head>) {
                     );
                     job.rec.status = 200;
                     job.rec.latency_ms = Some(job.meta.received.elapsed().as_millis() as i64);
+                    // Whole-response time includes the wait for the first token, so a
+                    // one-token reply says nothing about generation speed (as in streams).
                     let secs = started.elapsed().as_secs_f64();
-                    let tps = (usage.completion_tokens > 0 && secs > 0.0)
+                    let tps = (usage.completion_tokens > 1 && secs > 0.0)
                         .then(|| usage.completion_tokens as f64 / secs);
                     attempt::report(&job, &route.model, e, None, None, tps);
                     job.gw.router.served(&job.plan, &route.model, e);

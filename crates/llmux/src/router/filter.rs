@@ -118,12 +118,12 @@ pub fn exclusion(
         ("request", Some(p.request), mp.request),
         ("image", Some(p.image), mp.image),
     ] {
-        if let (Some(price), Some(max)) = (price, max) {
-            if price > max {
-                return Some(format!(
-                    "{slug}'s {name} price is above provider.max_price.{name}"
-                ));
-            }
+        if let (Some(price), Some(max)) = (price, max)
+            && price > max
+        {
+            return Some(format!(
+                "{slug}'s {name} price is above provider.max_price.{name}"
+            ));
         }
     }
     if v.free && !p.is_free() {
@@ -142,17 +142,17 @@ pub fn exclusion(
             ));
         }
     }
-    if let (Some(max), Some(wanted)) = (e.max_completion_tokens, needs.max_tokens) {
-        if wanted > max {
-            return Some(format!(
-                "{slug} produces at most {max} tokens; max_tokens is {wanted}"
-            ));
-        }
+    if let (Some(max), Some(wanted)) = (e.max_completion_tokens, needs.max_tokens)
+        && wanted > max
+    {
+        return Some(format!(
+            "{slug} produces at most {max} tokens; max_tokens is {wanted}"
+        ));
     }
-    if let Some(max) = e.max_prompt_tokens {
-        if needs.prompt_tokens > max {
-            return Some(format!("{slug} accepts at most {max} prompt tokens"));
-        }
+    if let Some(max) = e.max_prompt_tokens
+        && needs.prompt_tokens > max
+    {
+        return Some(format!("{slug} accepts at most {max} prompt tokens"));
     }
     let supports = |param: &str| {
         e.supported_parameters.is_empty() || e.supported_parameters.iter().any(|s| s == param)
@@ -166,12 +166,12 @@ pub fn exclusion(
     if needs.images && !model.accepts_images() {
         return Some(format!("{} does not accept images", model.id));
     }
-    if prefs.require_parameters {
-        if let Some(missing) = needs.params.iter().find(|p| !supports(p)) {
-            return Some(format!(
-                "{slug} does not support {missing} (provider.require_parameters)"
-            ));
-        }
+    if prefs.require_parameters
+        && let Some(missing) = needs.params.iter().find(|p| !supports(p))
+    {
+        return Some(format!(
+            "{slug} does not support {missing} (provider.require_parameters)"
+        ));
     }
     None
 }

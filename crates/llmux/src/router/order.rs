@@ -71,12 +71,13 @@ fn metric(i: &Item, by: SortBy) -> f64 {
 }
 
 fn meets_preferences(i: &Item, prefs: &Preferences) -> bool {
+    // Without figures yet an endpoint is given the benefit of the doubt.
     let fast_enough = match (prefs.preferred_min_throughput, i.snap.throughput_30m) {
-        (Some(min), Some(t)) => t.p50 >= min,
+        (Some(min), Some(t)) => min.pairs(&t).all(|(min, got)| got >= min),
         _ => true,
     };
     let quick_enough = match (prefs.preferred_max_latency, i.snap.latency_30m) {
-        (Some(max_secs), Some(l)) => l.p50 <= max_secs * 1000.0,
+        (Some(max_secs), Some(l)) => max_secs.pairs(&l).all(|(max, ms)| ms <= max * 1000.0),
         _ => true,
     };
     fast_enough && quick_enough

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use crate::money::Price;
+use crate::router::health::Percentiles;
 use crate::server::error::ApiError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,10 +50,33 @@ pub struct Preferences {
     pub quantizations: Vec<String>,
     pub sort: Option<Sort>,
     pub max_price: MaxPrice,
-    /// Tokens per second (p50).
-    pub preferred_min_throughput: Option<f64>,
-    /// Seconds to first token (p50).
-    pub preferred_max_latency: Option<f64>,
+    /// Tokens per second, at any of p50/p75/p90/p99 (a bare number is the p50).
+    pub preferred_min_throughput: Option<Cutoffs>,
+    /// Seconds to first token, at any of p50/p75/p90/p99 (a bare number is the p50).
+    pub preferred_max_latency: Option<Cutoffs>,
+}
+
+/// OpenRouter's percentile cutoffs: each one given must hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Cutoffs {
+    pub p50: Option<f64>,
+    pub p75: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+impl Cutoffs {
+    /// Pairs of (cutoff, measured) for the percentiles given.
+    pub fn pairs(&self, measured: &Percentiles) -> impl Iterator<Item = (f64, f64)> {
+        [
+            (self.p50, measured.p50),
+            (self.p75, measured.p75),
+            (self.p90, measured.p90),
+            (self.p99, measured.p99),
+        ]
+        .into_iter()
+        .filter_map(|(c, m)| c.map(|c| (c, m)))
+    }
 }
 
 impl Default for Preferences {
@@ -112,21 +136,38 @@ fn sort_by(s: &str) -> Result<SortBy, ApiError> {
     }
 }
 
-/// A number, or OpenRouter's percentile object (its `p50` is used).
-fn percentile_number(o: &Map<String, Value>, key: &str) -> Result<Option<f64>, ApiError> {
+/// A number (the p50), or OpenRouter's percentile object `{p50, p75, p90, p99}`.
+fn percentile_number(o: &Map<String, Value>, key: &str) -> Result<Option<Cutoffs>, ApiError> {
+    let expected = || {
+        bad(format!(
+            "provider.{key}: expected a number or {{\"p50\"|\"p75\"|\"p90\"|\"p99\": number}}"
+        ))
+    };
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => Ok(n.as_f64()),
-        Some(Value::Object(p)) => p
-            .get("p50")
-            .and_then(Value::as_f64)
-            .map(Some)
-            .ok_or_else(|| {
-                bad(format!(
-                    "provider.{key}: expected a number or {{\"p50\": number}}"
-                ))
-            }),
-        Some(_) => Err(bad(format!("provider.{key}: expected a number"))),
+        Some(Value::Number(n)) => Ok(Some(Cutoffs {
+            p50: n.as_f64(),
+            ..Cutoffs::default()
+        })),
+        Some(Value::Object(p)) => {
+            let mut c = Cutoffs::default();
+            for (name, v) in p {
+                let slot = match name.as_str() {
+                    "p50" => &mut c.p50,
+                    "p75" => &mut c.p75,
+                    "p90" => &mut c.p90,
+                    "p99" => &mut c.p99,
+                    _ => return Err(expected()),
+                };
+                match v {
+                    Value::Null => {}
+                    Value::Number(n) => *slot = n.as_f64(),
+                    _ => return Err(expected()),
+                }
+            }
+            Ok((c != Cutoffs::default()).then_some(c))
+        }
+        Some(_) => Err(expected()),
     }
 }
 
@@ -229,7 +270,7 @@ mod tests {
             "zdr": true, "only": ["a"], "ignore": ["c"], "quantizations": ["fp8"],
             "sort": {"by": "throughput", "partition": "none"},
             "max_price": {"prompt": 1, "completion": "2.5", "request": 0.01},
-            "preferred_min_throughput": {"p50": 100}, "preferred_max_latency": 2
+            "preferred_min_throughput": {"p50": 100, "p90": 40}, "preferred_max_latency": 2
         })))
         .unwrap();
         assert_eq!(p.order, vec!["a", "b"]);
@@ -237,7 +278,9 @@ mod tests {
         assert_eq!(p.sort.unwrap().partition, Partition::None);
         assert_eq!(p.max_price.completion, Some(Price(2_500_000)));
         assert_eq!(p.max_price.request, Some(Price(10_000_000_000)));
-        assert_eq!(p.preferred_min_throughput, Some(100.0));
+        let min = p.preferred_min_throughput.unwrap();
+        assert_eq!((min.p50, min.p75, min.p90), (Some(100.0), None, Some(40.0)));
+        assert_eq!(p.preferred_max_latency.unwrap().p50, Some(2.0));
     }
 
     #[test]
@@ -254,6 +297,10 @@ mod tests {
                 "provider.max_price.prompt",
             ),
             (json!("x"), "provider"),
+            (
+                json!({"preferred_max_latency": {"p95": 1}}),
+                "provider.preferred_max_latency",
+            ),
         ] {
             let e = Preferences::parse(Some(&v)).unwrap_err();
             assert!(e.message.starts_with(field), "{}", e.message);

@@ -9,5 +9,6 @@ mod errors;
 mod fixtures;
 mod harness;
 mod protocols;
+mod routing;
 mod shutdown;
 mod translation;
