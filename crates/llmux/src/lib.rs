@@ -18,9 +18,11 @@ pub mod metrics;
 pub mod money;
 pub mod pipeline;
 pub mod providers;
+pub mod rankings;
 pub mod router;
 pub mod server;
 pub mod storage;
+pub mod web;
 
 /// Select the TLS crypto backend (ring) for outgoing HTTPS; call before building HTTP clients.
 /// Idempotent.

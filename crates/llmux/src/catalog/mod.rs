@@ -24,6 +24,9 @@ use crate::money::Price;
 pub struct Catalog {
     models: Vec<Arc<Model>>,
     by_id: HashMap<String, Arc<Model>>,
+    /// Dated permaslugs (`canonical_slug`, as in rankings datasets) to models; the first
+    /// model by id wins when variants share one (`a/m` before `a/m:free`).
+    by_canonical: HashMap<String, Arc<Model>>,
     authors: HashMap<String, Author>,
     providers: Vec<Arc<Provider>>,
     provider_by_slug: HashMap<String, Arc<Provider>>,
@@ -68,6 +71,12 @@ impl Catalog {
         let models: Vec<Arc<Model>> = models.into_iter().map(Arc::new).collect();
         let by_id: HashMap<String, Arc<Model>> =
             models.iter().map(|m| (m.id.clone(), m.clone())).collect();
+        let mut by_canonical: HashMap<String, Arc<Model>> = HashMap::new();
+        for m in &models {
+            by_canonical
+                .entry(m.canonical_slug.clone())
+                .or_insert_with(|| m.clone());
+        }
 
         let mut providers: Vec<Arc<Provider>> = Vec::new();
         if let Some(d) = demo {
@@ -117,6 +126,7 @@ impl Catalog {
         Ok(Catalog {
             models,
             by_id,
+            by_canonical,
             authors,
             providers,
             provider_by_slug,
@@ -130,6 +140,11 @@ impl Catalog {
 
     pub fn model(&self, id: &str) -> Option<&Arc<Model>> {
         self.by_id.get(id)
+    }
+
+    /// The model a dated permaslug names (`deepseek/deepseek-v3.2-20251201`).
+    pub fn model_by_permaslug(&self, permaslug: &str) -> Option<&Arc<Model>> {
+        self.by_canonical.get(permaslug)
     }
 
     pub fn author(&self, slug: &str) -> Option<&Author> {

@@ -3,6 +3,7 @@
 //! subcommand's own flags), so the CLI works on the database `serve` uses.
 
 mod accounts;
+mod analytics;
 mod keys;
 mod serve;
 mod sim;
@@ -49,6 +50,14 @@ pub enum Command {
     /// Check the books.
     #[command(subcommand)]
     Ledger(accounts::LedgerCommand),
+    /// Rankings by model, author, origin, provider or app (own traffic or imported market
+    /// data); `rankings import FILE --source NAME` loads OpenRouter's public dataset.
+    Rankings(analytics::RankingsArgs),
+    /// Rebuild or verify the rollups that rankings and activity read.
+    #[command(subcommand)]
+    Rollups(analytics::RollupsCommand),
+    /// An account's or key's spend, tokens and requests.
+    Activity(analytics::ActivityArgs),
     /// Run a simulated provider (OpenAI protocol) for tests, benchmarks and demos.
     Sim(sim::SimArgs),
 }
@@ -90,6 +99,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Credits(cmd) => accounts::credits(&load(&cli.config, &cli.database)?, cmd).await,
         Command::Byok(cmd) => accounts::byok(&load(&cli.config, &cli.database)?, cmd).await,
         Command::Ledger(cmd) => accounts::ledger(&load(&cli.config, &cli.database)?, cmd).await,
+        Command::Rankings(args) => {
+            analytics::rankings(&load(&cli.config, &cli.database)?, args).await
+        }
+        Command::Rollups(cmd) => analytics::rollups(&load(&cli.config, &cli.database)?, cmd).await,
+        Command::Activity(args) => {
+            analytics::activity(&load(&cli.config, &cli.database)?, args).await
+        }
         Command::Sim(args) => sim::run(args).await,
     }
 }

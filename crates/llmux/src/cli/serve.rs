@@ -69,7 +69,13 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let billing = Billing::new(store.clone(), node.clone(), sealer).await?;
     billing.spawn_sync();
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    let (meter, writer) = Meter::start(store.clone(), &config.metering, node.clone(), metrics);
+    let (meter, writer) = Meter::start(
+        store.clone(),
+        &config.metering,
+        node.clone(),
+        metrics,
+        Arc::new(config.privacy()),
+    );
     let router = crate::router::Router::new(&config.router);
     estimate::warm_up();
     let upstream = Upstream::new(&catalog)?;

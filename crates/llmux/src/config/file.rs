@@ -18,6 +18,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub router: RouterSection,
     #[serde(default)]
+    pub rankings: RankingsSection,
+    #[serde(default)]
     pub providers: Vec<ProviderSection>,
     #[serde(default)]
     pub models: Vec<ModelSection>,
@@ -52,6 +54,16 @@ pub struct MeteringSection {
     /// Records allowed to wait for the database before new requests are refused with 503
     /// (default 200000). Accepted records are never dropped.
     pub max_pending: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RankingsSection {
+    /// Accounts whose traffic stays out of public rankings (it still counts in their own
+    /// activity). Applies to records written from now on, and to all after
+    /// `llmux rollups rebuild`.
+    #[serde(default)]
+    pub private_accounts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -29,6 +29,21 @@ pub struct Config {
     pub file: ConfigFile,
 }
 
+impl Config {
+    /// Which accounts stay out of public rankings.
+    pub fn privacy(&self) -> crate::metering::rollup::Privacy {
+        crate::metering::rollup::Privacy {
+            private_accounts: self
+                .file
+                .rankings
+                .private_accounts
+                .iter()
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RouterSettings {
     pub unstable_window: Duration,

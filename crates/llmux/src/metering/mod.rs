@@ -9,6 +9,7 @@
 
 pub mod estimate;
 mod record;
+pub mod rollup;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -48,6 +49,7 @@ impl Meter {
         settings: &MeteringSettings,
         node: String,
         metrics: Arc<crate::metrics::Metrics>,
+        privacy: Arc<rollup::Privacy>,
     ) -> (Meter, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(MeterStats::default());
@@ -58,6 +60,7 @@ impl Meter {
             interval: settings.flush_interval,
             batch_size: settings.batch_size,
             node,
+            privacy,
         };
         let handle = tokio::spawn(writer.run());
         (
@@ -110,6 +113,7 @@ struct Writer {
     interval: Duration,
     batch_size: usize,
     node: String,
+    privacy: Arc<rollup::Privacy>,
 }
 
 impl Writer {
@@ -155,7 +159,11 @@ impl Writer {
         }
         let mut delay = Duration::from_millis(50);
         loop {
-            match self.store.write_generations(batch, &self.node).await {
+            match self
+                .store
+                .write_generations(batch, &self.node, &self.privacy)
+                .await
+            {
                 Ok(()) => break,
                 Err(e) => {
                     self.stats.write_errors.fetch_add(1, Ordering::Relaxed);

@@ -53,6 +53,17 @@ fn api() -> Router<Arc<Gateway>> {
             axum::routing::put(routes::account::byok_put).delete(routes::account::byok_delete),
         )
         .route("/auth/key", get(routes::key::current))
+        .route("/rankings", get(routes::rankings::rankings))
+        .route(
+            "/datasets/rankings-daily",
+            get(routes::rankings::rankings_daily),
+        )
+        .route(
+            "/datasets/app-rankings",
+            get(routes::rankings::app_rankings),
+        )
+        .route("/compare", get(routes::rankings::compare))
+        .route("/compare/what-if", get(routes::rankings::what_if))
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
@@ -65,6 +76,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .nest("/v1", api())
         .route("/healthz", get(routes::health::healthz))
         .route("/metrics", get(routes::health::metrics))
+        .merge(crate::web::routes())
         .fallback(not_found)
         .with_state(gw)
 }

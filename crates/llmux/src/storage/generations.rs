@@ -4,6 +4,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Store, flag};
+use crate::metering::rollup::{Deltas, Privacy};
 use crate::metering::{GenerationRecord, ProviderResponse};
 use crate::money::Money;
 
@@ -49,7 +50,7 @@ const COLUMNS: &[&str] = &[
 /// Rows per INSERT statement (keeps bind parameters under SQLite's and PostgreSQL's limits).
 const ROWS_PER_STATEMENT: usize = 200;
 
-fn placeholders(rows: usize, cols: usize) -> String {
+pub(super) fn placeholders(rows: usize, cols: usize) -> String {
     let mut s = String::with_capacity(rows * cols * 5);
     let mut n = 1;
     for r in 0..rows {
@@ -125,20 +126,23 @@ fn from_row(r: &AnyRow) -> Result<GenerationRecord, sqlx::Error> {
 }
 
 impl Store {
-    /// Write records and their charges in one transaction. Idempotent: a record already
-    /// written (same id) and its charge are skipped, so a batch can be retried safely.
+    /// Write records, their charges and what they add to the rollups in one transaction.
+    /// Idempotent: a record already written (same id) is skipped with its charge and its
+    /// rollup share, so a batch can be retried safely.
     pub async fn write_generations(
         &self,
         batch: &[GenerationRecord],
         node: &str,
+        privacy: &Privacy,
     ) -> anyhow::Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool().begin().await?;
+        let mut deltas = Deltas::default();
         for chunk in batch.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
-                "INSERT INTO generations ({}) VALUES {} ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO generations ({}) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
                 COLUMNS.join(", "),
                 placeholders(chunk.len(), COLUMNS.len())
             );
@@ -184,7 +188,15 @@ impl Store {
                     .bind(responses)
                     .bind(g.byok_usage.0);
             }
-            q.execute(&mut *tx).await?;
+            let inserted: std::collections::HashSet<String> = q
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>(0))
+                .collect::<Result<_, _>>()?;
+            for g in chunk.iter().filter(|g| inserted.contains(&g.id)) {
+                deltas.add(g, privacy);
+            }
 
             let charges: Vec<&GenerationRecord> =
                 chunk.iter().filter(|g| g.charge.is_some()).collect();
@@ -210,8 +222,30 @@ impl Store {
                 q.execute(&mut *tx).await?;
             }
         }
+        super::rollups::apply(&mut tx, &deltas).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Records in `(created_at, id)` order after `after`, at most `limit` of them.
+    pub async fn generations_page(
+        &self,
+        after: Option<&(i64, String)>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<GenerationRecord>> {
+        let (at, id) = after.cloned().unwrap_or((i64::MIN, String::new()));
+        let sql = format!(
+            "SELECT {} FROM generations WHERE created_at >= $1 AND (created_at > $1 OR id > $2) \
+             ORDER BY created_at, id LIMIT $3",
+            COLUMNS.join(", ")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(at)
+            .bind(id)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
     }
 
     pub async fn generation(&self, id: &str) -> anyhow::Result<Option<GenerationRecord>> {

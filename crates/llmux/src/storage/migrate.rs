@@ -22,6 +22,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0002_accounts.sql"),
         postgres: include_str!("migrations/postgres/0002_accounts.sql"),
     },
+    Migration {
+        version: 3,
+        sqlite: include_str!("migrations/sqlite/0003_rollups.sql"),
+        postgres: include_str!("migrations/postgres/0003_rollups.sql"),
+    },
 ];
 
 pub(super) async fn apply(store: &Store) -> anyhow::Result<()> {

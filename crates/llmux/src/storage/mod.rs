@@ -9,6 +9,7 @@ mod byok;
 mod generations;
 mod ledger;
 mod migrate;
+mod rollups;
 mod usage;
 
 use std::path::Path;
@@ -22,7 +23,8 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 pub use accounts::{AccountRow, KeyRow, KeyUpdate, NewKey};
 pub use byok::ByokRow;
 pub use ledger::{LedgerEntry, LedgerKind};
-pub use usage::{ActivityRow, Audit};
+pub use rollups::{AccountBucket, AppBucket, AppInfo, MarketRow, ModelBucket};
+pub use usage::Audit;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

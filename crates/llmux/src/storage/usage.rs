@@ -6,22 +6,6 @@ use sqlx::Row;
 use super::Store;
 use crate::money::Money;
 
-/// One row of `GET /activity`: a UTC day, a model and a provider.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActivityRow {
-    /// Days since the Unix epoch (UTC).
-    pub day: i64,
-    pub model: String,
-    pub provider: String,
-    pub usage: Money,
-    pub byok_usage: Money,
-    pub requests: i64,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
-    pub reasoning_tokens: i64,
-    pub cached_tokens: i64,
-}
-
 /// What `llmux ledger verify` finds. Every count but `records` and `charges` must be zero.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Audit {
@@ -46,8 +30,6 @@ impl Audit {
     }
 }
 
-const MS_PER_DAY: i64 = 86_400_000;
-
 impl Store {
     /// What a key was charged, and its BYOK usage, since `since_ms`.
     pub async fn key_usage_since(
@@ -64,56 +46,6 @@ impl Store {
         .fetch_one(self.pool())
         .await?;
         Ok((Money(row.try_get(0)?), Money(row.try_get(1)?)))
-    }
-
-    /// The account's (or one key's) activity per UTC day, model and provider, for generations
-    /// created in `[since_ms, until_ms)`.
-    pub async fn activity(
-        &self,
-        account_id: &str,
-        key_hash: Option<&str>,
-        since_ms: i64,
-        until_ms: i64,
-    ) -> anyhow::Result<Vec<ActivityRow>> {
-        let sql = format!(
-            "SELECT created_at / {MS_PER_DAY} AS day, model, provider_name, \
-                    CAST(SUM(cost) AS BIGINT), CAST(SUM(byok_usage) AS BIGINT), CAST(COUNT(*) AS BIGINT), \
-                    CAST(SUM(tokens_prompt) AS BIGINT), CAST(SUM(tokens_completion) AS BIGINT), \
-                    CAST(SUM(tokens_reasoning) AS BIGINT), CAST(SUM(tokens_cached) AS BIGINT) \
-             FROM generations \
-             WHERE account_id = $1 AND created_at >= $2 AND created_at < $3 AND model IS NOT NULL {} \
-             GROUP BY created_at / {MS_PER_DAY}, model, provider_name \
-             ORDER BY day, model, provider_name",
-            if key_hash.is_some() {
-                "AND key_hash = $4"
-            } else {
-                ""
-            }
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(account_id)
-            .bind(since_ms)
-            .bind(until_ms);
-        if let Some(k) = key_hash {
-            q = q.bind(k);
-        }
-        let rows = q.fetch_all(self.pool()).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ActivityRow {
-                    day: r.try_get(0)?,
-                    model: r.try_get(1)?,
-                    provider: r.try_get::<Option<String>, _>(2)?.unwrap_or_default(),
-                    usage: Money(r.try_get(3)?),
-                    byok_usage: Money(r.try_get(4)?),
-                    requests: r.try_get(5)?,
-                    prompt_tokens: r.try_get(6)?,
-                    completion_tokens: r.try_get(7)?,
-                    reasoning_tokens: r.try_get(8)?,
-                    cached_tokens: r.try_get(9)?,
-                })
-            })
-            .collect()
     }
 
     /// Check that the ledger and the generation records agree.

@@ -337,28 +337,45 @@ pub async fn activity(
     gw.meter.flush().await;
     let rows = gw
         .store
-        .activity(&k.account.id, key_filter.as_deref(), since, until)
+        .account_buckets(
+            &k.account.id,
+            key_filter.as_deref(),
+            crate::metering::rollup::Period::Day,
+            since,
+            until,
+        )
         .await?;
-    let data: Vec<Value> = rows
+    // One row per day, model and provider (keys summed unless one was asked for).
+    let mut merged: std::collections::BTreeMap<
+        (i64, String, String),
+        crate::metering::rollup::Sums,
+    > = std::collections::BTreeMap::new();
+    for r in rows.into_iter().filter(|r| !r.model.is_empty()) {
+        merged
+            .entry((r.start, r.model, r.provider))
+            .or_default()
+            .add(&r.sums);
+    }
+    let data: Vec<Value> = merged
         .iter()
-        .map(|r| {
-            let date = chrono::DateTime::from_timestamp_millis(r.day * DAY_MS)
-                .unwrap_or_default()
-                .format("%Y-%m-%d")
-                .to_string();
+        .map(|((day, model, provider), s)| {
+            let provider_name = gw
+                .catalog
+                .provider(provider)
+                .map_or(provider.as_str(), |p| p.name.as_str());
             json!({
-                "date": date,
-                "model": r.model,
-                "model_permaslug": r.model,
-                "endpoint_id": format!("{}:{}", r.provider, r.model),
-                "provider_name": r.provider,
-                "usage": r.usage.to_f64(),
-                "byok_usage_inference": r.byok_usage.to_f64(),
-                "requests": r.requests,
-                "prompt_tokens": r.prompt_tokens,
-                "completion_tokens": r.completion_tokens,
-                "reasoning_tokens": r.reasoning_tokens,
-                "cached_tokens": r.cached_tokens,
+                "date": crate::metering::rollup::date_string(*day),
+                "model": model,
+                "model_permaslug": crate::rankings::datasets::permaslug(&gw.catalog, model),
+                "endpoint_id": format!("{provider}:{model}"),
+                "provider_name": provider_name,
+                "usage": Money(s.cost).to_f64(),
+                "byok_usage_inference": Money(s.byok_usage).to_f64(),
+                "requests": s.requests,
+                "prompt_tokens": s.prompt,
+                "completion_tokens": s.completion,
+                "reasoning_tokens": s.reasoning,
+                "cached_tokens": s.cached,
             })
         })
         .collect();

@@ -5,3 +5,4 @@ pub mod generation;
 pub mod health;
 pub mod key;
 pub mod models;
+pub mod rankings;

@@ -1,0 +1,549 @@
+//! Rollup tables: adding a batch's deltas (in the writer's transaction), reading buckets for
+//! rankings and activity, and rebuilding or recounting them from the raw records.
+
+use std::collections::BTreeMap;
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::{Store, flag};
+use crate::metering::rollup::{AccountKey, AppKey, Deltas, ModelKey, Period, Privacy, Sums};
+
+/// Rows per upsert statement (13 binds a row stays under every backend's parameter limit).
+const ROWS_PER_STATEMENT: usize = 200;
+
+fn placeholders(rows: usize, cols: usize) -> String {
+    super::generations::placeholders(rows, cols)
+}
+
+const SUM_COLUMNS: [&str; 6] = [
+    "requests",
+    "tokens_prompt",
+    "tokens_completion",
+    "tokens_reasoning",
+    "tokens_cached",
+    "cost",
+];
+
+fn add_sums(table: &str, cols: &[&str]) -> String {
+    cols.iter()
+        .map(|c| format!("{c} = {table}.{c} + excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Upsert `rows` into `table`: key columns, then sums added to what is there.
+async fn upsert<K>(
+    tx: &mut Transaction<'_, Any>,
+    table: &str,
+    key_cols: &[&str],
+    sum_cols: &[&str],
+    rows: &[(&K, &Sums)],
+    bind: impl Fn(
+        sqlx::query::Query<'static, Any, sqlx::any::AnyArguments>,
+        &K,
+        &Sums,
+    ) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments>,
+) -> anyhow::Result<()> {
+    let cols: Vec<&str> = key_cols.iter().chain(sum_cols).copied().collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO {table} ({}) VALUES {} ON CONFLICT ({}) DO UPDATE SET {}",
+            cols.join(", "),
+            placeholders(chunk.len(), cols.len()),
+            key_cols.join(", "),
+            add_sums(table, sum_cols)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (k, s) in chunk {
+            q = bind(q, k, s);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+type Query = sqlx::query::Query<'static, Any, sqlx::any::AnyArguments>;
+
+fn bind_sums(q: Query, s: &Sums) -> Query {
+    q.bind(s.requests)
+        .bind(s.prompt)
+        .bind(s.completion)
+        .bind(s.reasoning)
+        .bind(s.cached)
+        .bind(s.cost)
+}
+
+/// Add a batch's deltas inside the caller's transaction.
+pub(super) async fn apply(tx: &mut Transaction<'_, Any>, d: &Deltas) -> anyhow::Result<()> {
+    let models: Vec<(&ModelKey, &Sums)> = d.models.iter().collect();
+    upsert(
+        tx,
+        "rollup_models",
+        &["period", "start", "model", "provider", "public"],
+        &SUM_COLUMNS,
+        &models,
+        |q, k: &ModelKey, s| {
+            bind_sums(
+                q.bind(k.period.name())
+                    .bind(k.start)
+                    .bind(k.model.clone())
+                    .bind(k.provider.clone())
+                    .bind(flag(k.public)),
+                s,
+            )
+        },
+    )
+    .await?;
+    let apps: Vec<(&AppKey, &Sums)> = d.apps.iter().collect();
+    upsert(
+        tx,
+        "rollup_apps",
+        &["period", "start", "app", "model", "public"],
+        &SUM_COLUMNS,
+        &apps,
+        |q, k: &AppKey, s| {
+            bind_sums(
+                q.bind(k.period.name())
+                    .bind(k.start)
+                    .bind(k.app.clone())
+                    .bind(k.model.clone())
+                    .bind(flag(k.public)),
+                s,
+            )
+        },
+    )
+    .await?;
+    let accounts: Vec<(&AccountKey, &Sums)> = d.accounts.iter().collect();
+    let mut account_sums: Vec<&str> = SUM_COLUMNS.to_vec();
+    account_sums.push("byok_usage");
+    upsert(
+        tx,
+        "rollup_accounts",
+        &[
+            "account_id",
+            "period",
+            "start",
+            "key_hash",
+            "model",
+            "provider",
+        ],
+        &account_sums,
+        &accounts,
+        |q, k: &AccountKey, s| {
+            bind_sums(
+                q.bind(k.account_id.clone())
+                    .bind(k.period.name())
+                    .bind(k.start)
+                    .bind(k.key_hash.clone())
+                    .bind(k.model.clone())
+                    .bind(k.provider.clone()),
+                s,
+            )
+            .bind(s.byok_usage)
+        },
+    )
+    .await?;
+    for (app, seen) in &d.apps_seen {
+        sqlx::query(
+            "INSERT INTO apps (app, title, first_seen, last_seen) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (app) DO UPDATE SET \
+               title = CASE WHEN excluded.last_seen >= apps.last_seen AND excluded.title IS NOT NULL \
+                            THEN excluded.title ELSE apps.title END, \
+               first_seen = CASE WHEN excluded.first_seen < apps.first_seen \
+                                 THEN excluded.first_seen ELSE apps.first_seen END, \
+               last_seen = CASE WHEN excluded.last_seen > apps.last_seen \
+                                THEN excluded.last_seen ELSE apps.last_seen END",
+        )
+        .bind(app.clone())
+        .bind(seen.title.clone())
+        .bind(seen.first_seen)
+        .bind(seen.last_seen)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn sums_from(r: &AnyRow, from: usize) -> Result<Sums, sqlx::Error> {
+    Ok(Sums {
+        requests: r.try_get(from)?,
+        prompt: r.try_get(from + 1)?,
+        completion: r.try_get(from + 2)?,
+        reasoning: r.try_get(from + 3)?,
+        cached: r.try_get(from + 4)?,
+        cost: r.try_get(from + 5)?,
+        byok_usage: 0,
+    })
+}
+
+const SUMMED: &str = "CAST(SUM(requests) AS BIGINT), CAST(SUM(tokens_prompt) AS BIGINT), \
+     CAST(SUM(tokens_completion) AS BIGINT), CAST(SUM(tokens_reasoning) AS BIGINT), \
+     CAST(SUM(tokens_cached) AS BIGINT), CAST(SUM(cost) AS BIGINT)";
+
+/// One bucket of a model at a provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelBucket {
+    pub start: i64,
+    pub model: String,
+    pub provider: String,
+    pub sums: Sums,
+}
+
+/// One bucket of an app using a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppBucket {
+    pub start: i64,
+    pub app: String,
+    pub model: String,
+    pub sums: Sums,
+}
+
+/// One bucket of an account's use of a model through a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountBucket {
+    pub start: i64,
+    pub key_hash: String,
+    pub model: String,
+    pub provider: String,
+    pub sums: Sums,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppInfo {
+    pub app: String,
+    pub title: Option<String>,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+/// One day of one model in an imported market source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarketRow {
+    pub day: i64,
+    pub permaslug: String,
+    pub model: String,
+    pub tokens: i64,
+}
+
+impl Store {
+    /// Model buckets of `period` starting in `[from, to)`; private traffic only when asked.
+    pub async fn model_buckets(
+        &self,
+        period: Period,
+        from: i64,
+        to: i64,
+        include_private: bool,
+    ) -> anyhow::Result<Vec<ModelBucket>> {
+        let sql = format!(
+            "SELECT start, model, provider, {SUMMED} FROM rollup_models \
+             WHERE period = $1 AND start >= $2 AND start < $3 AND public >= $4 \
+             GROUP BY start, model, provider ORDER BY start, model, provider"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(period.name())
+            .bind(from)
+            .bind(to)
+            .bind(if include_private { 0i64 } else { 1 })
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ModelBucket {
+                    start: r.try_get(0)?,
+                    model: r.try_get(1)?,
+                    provider: r.try_get(2)?,
+                    sums: sums_from(r, 3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// App buckets of `period` starting in `[from, to)`, for one model or all.
+    pub async fn app_buckets(
+        &self,
+        period: Period,
+        from: i64,
+        to: i64,
+        model: Option<&str>,
+        include_private: bool,
+    ) -> anyhow::Result<Vec<AppBucket>> {
+        let sql = format!(
+            "SELECT start, app, model, {SUMMED} FROM rollup_apps \
+             WHERE period = $1 AND start >= $2 AND start < $3 AND public >= $4 \
+               AND ($5 = '' OR model = $5) \
+             GROUP BY start, app, model ORDER BY start, app, model"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(period.name())
+            .bind(from)
+            .bind(to)
+            .bind(if include_private { 0i64 } else { 1 })
+            .bind(model.unwrap_or_default().to_string())
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AppBucket {
+                    start: r.try_get(0)?,
+                    app: r.try_get(1)?,
+                    model: r.try_get(2)?,
+                    sums: sums_from(r, 3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// An account's buckets (`hour` or `day`) starting in `[from, to)`, for one key or all.
+    pub async fn account_buckets(
+        &self,
+        account_id: &str,
+        key_hash: Option<&str>,
+        period: Period,
+        from: i64,
+        to: i64,
+    ) -> anyhow::Result<Vec<AccountBucket>> {
+        let sql = format!(
+            "SELECT start, key_hash, model, provider, {SUMMED}, CAST(SUM(byok_usage) AS BIGINT) \
+             FROM rollup_accounts \
+             WHERE account_id = $1 AND period = $2 AND start >= $3 AND start < $4 \
+               AND ($5 = '' OR key_hash = $5) \
+             GROUP BY start, key_hash, model, provider ORDER BY start, key_hash, model, provider"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(account_id.to_string())
+            .bind(period.name())
+            .bind(from)
+            .bind(to)
+            .bind(key_hash.unwrap_or_default().to_string())
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let mut sums = sums_from(r, 4)?;
+                sums.byok_usage = r.try_get(10)?;
+                Ok(AccountBucket {
+                    start: r.try_get(0)?,
+                    key_hash: r.try_get(1)?,
+                    model: r.try_get(2)?,
+                    provider: r.try_get(3)?,
+                    sums,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn apps(&self) -> anyhow::Result<Vec<AppInfo>> {
+        let rows = sqlx::query("SELECT app, title, first_seen, last_seen FROM apps")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AppInfo {
+                    app: r.try_get(0)?,
+                    title: r.try_get(1)?,
+                    first_seen: r.try_get(2)?,
+                    last_seen: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The start of the latest bucket of `period` with traffic (own traffic).
+    pub async fn latest_model_bucket(&self, period: Period) -> anyhow::Result<Option<i64>> {
+        let row = sqlx::query("SELECT MAX(start) FROM rollup_models WHERE period = $1")
+            .bind(period.name())
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?)
+    }
+
+    /// Every rollup row, ordered: for comparing with a recount.
+    pub async fn rollup_snapshot(&self) -> anyhow::Result<Deltas> {
+        let mut d = Deltas::default();
+        let rows = sqlx::query(
+            "SELECT period, start, model, provider, public, requests, tokens_prompt, \
+             tokens_completion, tokens_reasoning, tokens_cached, cost FROM rollup_models",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        for r in &rows {
+            let period: String = r.try_get(0)?;
+            d.models.insert(
+                ModelKey {
+                    period: Period::parse(&period).unwrap_or(Period::Day),
+                    start: r.try_get(1)?,
+                    model: r.try_get(2)?,
+                    provider: r.try_get(3)?,
+                    public: r.try_get::<i64, _>(4)? != 0,
+                },
+                sums_from(r, 5)?,
+            );
+        }
+        let rows = sqlx::query(
+            "SELECT period, start, app, model, public, requests, tokens_prompt, \
+             tokens_completion, tokens_reasoning, tokens_cached, cost FROM rollup_apps",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        for r in &rows {
+            let period: String = r.try_get(0)?;
+            d.apps.insert(
+                AppKey {
+                    period: Period::parse(&period).unwrap_or(Period::Day),
+                    start: r.try_get(1)?,
+                    app: r.try_get(2)?,
+                    model: r.try_get(3)?,
+                    public: r.try_get::<i64, _>(4)? != 0,
+                },
+                sums_from(r, 5)?,
+            );
+        }
+        let rows = sqlx::query(
+            "SELECT account_id, period, start, key_hash, model, provider, requests, tokens_prompt, \
+             tokens_completion, tokens_reasoning, tokens_cached, cost, byok_usage FROM rollup_accounts",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        for r in &rows {
+            let period: String = r.try_get(1)?;
+            let mut sums = sums_from(r, 6)?;
+            sums.byok_usage = r.try_get(12)?;
+            d.accounts.insert(
+                AccountKey {
+                    account_id: r.try_get(0)?,
+                    period: Period::parse(&period).unwrap_or(Period::Day),
+                    start: r.try_get(2)?,
+                    key_hash: r.try_get(3)?,
+                    model: r.try_get(4)?,
+                    provider: r.try_get(5)?,
+                },
+                sums,
+            );
+        }
+        let apps = self.apps().await?;
+        for a in apps {
+            d.apps_seen.insert(
+                a.app,
+                crate::metering::rollup::AppSeen {
+                    title: a.title,
+                    first_seen: a.first_seen,
+                    last_seen: a.last_seen,
+                },
+            );
+        }
+        Ok(d)
+    }
+
+    /// Fold every raw record, in pages, calling `each` with the records done so far.
+    /// Returns the deltas of all records.
+    pub async fn recount_rollups(
+        &self,
+        privacy: &Privacy,
+        mut each: impl FnMut(u64),
+    ) -> anyhow::Result<Deltas> {
+        let mut all = Deltas::default();
+        let mut done = 0u64;
+        let mut after: Option<(i64, String)> = None;
+        loop {
+            let page = self.generations_page(after.as_ref(), 20_000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some((last.created_at_ms, last.id.clone()));
+            let mut d = Deltas::default();
+            for r in &page {
+                d.add(r, privacy);
+            }
+            all.merge(d);
+            done += page.len() as u64;
+            each(done);
+        }
+        Ok(all)
+    }
+
+    /// Replace every rollup by a recount of the raw records, in one transaction (run it with
+    /// the gateway stopped: records written meanwhile would wait for it, on SQLite, or be
+    /// missed, on PostgreSQL).
+    pub async fn rebuild_rollups(
+        &self,
+        privacy: &Privacy,
+        each: impl FnMut(u64),
+    ) -> anyhow::Result<Deltas> {
+        let all = self.recount_rollups(privacy, each).await?;
+        let mut tx = self.pool().begin().await?;
+        for table in ["rollup_models", "rollup_apps", "rollup_accounts", "apps"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                .execute(&mut *tx)
+                .await?;
+        }
+        apply(&mut tx, &all).await?;
+        tx.commit().await?;
+        Ok(all)
+    }
+
+    /// Import market rows for `source`, all or nothing. Rows already there with the same key
+    /// take the new figures, so importing the same file again changes nothing.
+    pub async fn import_market(&self, source: &str, rows: &[MarketRow]) -> anyhow::Result<u64> {
+        let mut tx = self.pool().begin().await?;
+        let mut changed = 0;
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO market_daily (source, day, permaslug, model, tokens) VALUES {} \
+                 ON CONFLICT (source, day, permaslug) DO UPDATE SET model = excluded.model, tokens = excluded.tokens \
+                 WHERE market_daily.tokens <> excluded.tokens OR market_daily.model <> excluded.model",
+                placeholders(chunk.len(), 5)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(source.to_string())
+                    .bind(r.day)
+                    .bind(r.permaslug.clone())
+                    .bind(r.model.clone())
+                    .bind(r.tokens);
+            }
+            changed += q.execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// A market source's days in `[from, to)`.
+    pub async fn market_rows(
+        &self,
+        source: &str,
+        from: i64,
+        to: i64,
+    ) -> anyhow::Result<Vec<MarketRow>> {
+        let rows = sqlx::query(
+            "SELECT day, permaslug, model, tokens FROM market_daily \
+             WHERE source = $1 AND day >= $2 AND day < $3 ORDER BY day, permaslug",
+        )
+        .bind(source.to_string())
+        .bind(from)
+        .bind(to)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MarketRow {
+                    day: r.try_get(0)?,
+                    permaslug: r.try_get(1)?,
+                    model: r.try_get(2)?,
+                    tokens: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Imported sources with their row counts and last day.
+    pub async fn market_sources(&self) -> anyhow::Result<BTreeMap<String, (i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT source, CAST(COUNT(*) AS BIGINT), MAX(day) FROM market_daily GROUP BY source",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?))))
+            .collect()
+    }
+}
