@@ -300,3 +300,48 @@ pub async fn activity(config: &Config, args: ActivityArgs) -> anyhow::Result<()>
     }
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct DemoTrafficArgs {
+    /// The gateway's root URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// API keys to send with (repeat for several; each request picks one).
+    #[arg(
+        long = "key",
+        env = "LLMUX_DEMO_KEYS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub keys: Vec<String>,
+    /// Requests per second, on average.
+    #[arg(long, default_value_t = 5.0)]
+    pub rps: f64,
+    /// How long to run; 0 runs until interrupted.
+    #[arg(long, default_value_t = 1.0)]
+    pub minutes: f64,
+    /// Seed for a reproducible workload.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+pub async fn demo_traffic(args: DemoTrafficArgs) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
+    let workload = crate::demo::traffic::Workload {
+        url: args.url.clone(),
+        keys: args.keys,
+        rps: args.rps,
+        duration: (args.minutes > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(args.minutes * 60.0)),
+        seed: args.seed,
+    };
+    println!("sending about {} requests/s to {}", args.rps, args.url);
+    let stats = crate::demo::traffic::run(workload).await?;
+    println!(
+        "sent {} requests: {} answered, {} failed",
+        stats.sent.load(Ordering::Relaxed),
+        stats.ok.load(Ordering::Relaxed),
+        stats.failed.load(Ordering::Relaxed)
+    );
+    Ok(())
+}

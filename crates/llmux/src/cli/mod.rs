@@ -58,6 +58,8 @@ pub enum Command {
     Rollups(analytics::RollupsCommand),
     /// An account's or key's spend, tokens and requests.
     Activity(analytics::ActivityArgs),
+    /// Send a demo workload (many models, apps and keys) through a running gateway.
+    DemoTraffic(analytics::DemoTrafficArgs),
     /// Run a simulated provider (OpenAI protocol) for tests, benchmarks and demos.
     Sim(sim::SimArgs),
 }
@@ -66,7 +68,7 @@ pub enum Command {
 /// the other commands only warnings.
 pub fn init_logging(cli: &Cli) {
     let default = match cli.command {
-        Command::Serve(_) | Command::Sim(_) => "info,sqlx=warn",
+        Command::Serve(_) | Command::Sim(_) | Command::DemoTraffic(_) => "info,sqlx=warn",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LLMUX_LOG")
@@ -92,7 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 args.listen.as_deref(),
                 cli.database.as_deref(),
             )?;
-            serve::serve(config, args.demo).await
+            serve::serve(config, args.demo, args.demo_rps).await
         }
         Command::Keys(cmd) => keys::run(&load(&cli.config, &cli.database)?, cmd).await,
         Command::Accounts(cmd) => accounts::accounts(&load(&cli.config, &cli.database)?, cmd).await,
@@ -106,6 +108,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Activity(args) => {
             analytics::activity(&load(&cli.config, &cli.database)?, args).await
         }
+        Command::DemoTraffic(args) => analytics::demo_traffic(args).await,
         Command::Sim(args) => sim::run(args).await,
     }
 }

@@ -24,6 +24,10 @@ pub struct ServeArgs {
     /// Serve every catalog model through a built-in simulated provider (no keys needed).
     #[arg(long)]
     pub demo: bool,
+    /// In demo mode, requests per second of background demo traffic (many models, apps and
+    /// keys) through this gateway, so rankings and activity fill with data; 0 turns it off.
+    #[arg(long, default_value_t = 2.0)]
+    pub demo_rps: f64,
 }
 
 /// How long a graceful shutdown waits for open requests (long streams) before closing them.
@@ -50,7 +54,7 @@ async fn shutdown_signal() {
     }
 }
 
-pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<()> {
     let store = Store::open(&config.database_url).await?;
     let demo_providers = if demo {
         Some(DemoProviders::start().await?)
@@ -109,6 +113,33 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         );
     }
 
+    let traffic = match (&demo_key, demo_rps > 0.0) {
+        (Some(_), true) => {
+            let keys = demo::ensure_traffic_keys(&store, &gw.config.data_dir, &node).await?;
+            let host = if addr.ip().is_unspecified() {
+                std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+            } else {
+                addr
+            };
+            println!(
+                "  demo traffic: {demo_rps} requests/s from 3 demo teams (--demo-rps 0 turns it off)"
+            );
+            let workload = demo::traffic::Workload {
+                url: format!("http://{host}"),
+                keys,
+                rps: demo_rps,
+                duration: None,
+                seed: None,
+            };
+            Some(tokio::spawn(async move {
+                if let Err(e) = demo::traffic::run(workload).await {
+                    tracing::warn!("demo traffic stopped: {e:#}");
+                }
+            }))
+        }
+        _ => None,
+    };
+
     let app = crate::server::router(gw.clone());
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     // Stream chunks are small writes: without TCP_NODELAY each would wait for the client's
@@ -120,6 +151,9 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
+        if let Some(t) = &traffic {
+            t.abort();
+        }
         tracing::info!("shutting down: finishing open requests");
         let _ = signalled_tx.send(());
     });

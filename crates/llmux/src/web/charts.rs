@@ -47,12 +47,27 @@ fn draw(width: u32, height: u32, f: impl FnOnce(&Area<'_>) -> Result<(), String>
     svg
 }
 
+/// Most x labels drawn; with more buckets, every n-th is labelled.
+const MAX_X_LABELS: usize = 12;
+
 fn axis_label(labels: &[String], x: f64) -> String {
     let i = x.floor();
     if i < 0.0 || (x - i - 0.5).abs() > 0.01 {
         return String::new();
     }
-    labels.get(i as usize).cloned().unwrap_or_default()
+    let i = i as usize;
+    let step = labels.len().div_ceil(MAX_X_LABELS).max(1);
+    // Count from the last bucket, so the most recent one is always labelled.
+    let last = labels.len().saturating_sub(1);
+    if !(last - i.min(last)).is_multiple_of(step) {
+        return String::new();
+    }
+    labels.get(i).cloned().unwrap_or_default()
+}
+
+/// The top of a value axis: the largest value, or 1 when there is nothing to show.
+fn axis_top(max: f64) -> f64 {
+    if max > 0.0 { max } else { 1.0 }
 }
 
 /// Columns per x label, each stacked from `series` (first at the bottom), with a legend.
@@ -70,8 +85,8 @@ pub fn stacked_columns(
                 .map(|s| s.values.get(i).copied().unwrap_or(0.0))
                 .sum::<f64>()
         })
-        .fold(0.0_f64, f64::max)
-        .max(1.0);
+        .fold(0.0_f64, f64::max);
+    let top = axis_top(top);
     draw(860, 380, |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 18))
@@ -130,8 +145,8 @@ pub fn lines(
     let top = series
         .iter()
         .flat_map(|s| s.values.iter().copied())
-        .fold(0.0_f64, f64::max)
-        .max(1.0);
+        .fold(0.0_f64, f64::max);
+    let top = axis_top(top);
     draw(860, 340, |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 18))
@@ -181,7 +196,7 @@ pub fn lines(
 /// Horizontal bars, one per item, labelled with its name and `value_label`.
 pub fn bars(title: &str, items: &[(String, f64)], value_label: &dyn Fn(f64) -> String) -> String {
     let n = items.len().max(1);
-    let top = items.iter().map(|i| i.1).fold(0.0_f64, f64::max).max(1e-9);
+    let top = axis_top(items.iter().map(|i| i.1).fold(0.0_f64, f64::max));
     let height = 60 + 30 * n as u32;
     draw(860, height, |root| {
         let mut chart = ChartBuilder::on(root)

@@ -52,6 +52,11 @@ fn env() -> &'static Environment<'static> {
             crate::rankings::human_tokens(n)
         });
         env.add_filter("pct", |v: f64| format!("{v:.2}%"));
+        // "-0.5" → "-$0.5"
+        env.add_filter("usd", |v: String| match v.strip_prefix('-') {
+            Some(abs) => format!("-${abs}"),
+            None => format!("${v}"),
+        });
         env.add_filter("author", |v: String| {
             crate::rankings::author_of(&v).to_string()
         });

@@ -157,6 +157,12 @@ impl Gateway {
         }
     }
 
+    /// Set an environment variable for the next `restart` and for `cli`.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// Kill the server without warning (SIGKILL).
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

@@ -2,6 +2,7 @@
 //! recordings.
 
 mod billing;
+mod browser;
 mod chat;
 mod cli;
 mod embeddings;
@@ -9,6 +10,7 @@ mod errors;
 mod fixtures;
 mod harness;
 mod protocols;
+mod rankings;
 mod routing;
 mod shutdown;
 mod translation;

@@ -2,6 +2,8 @@
 //! catalog model at its catalog price, so the whole system works offline. Everything it
 //! serves is labelled simulated (provider names, `/models`, `/providers`).
 
+pub mod traffic;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -143,4 +145,49 @@ pub async fn ensure_demo_key(store: &Store, data_dir: &Path, node: &str) -> anyh
     std::fs::create_dir_all(data_dir)?;
     std::fs::write(&path, format!("{}\n", created.key))?;
     Ok(created.key)
+}
+
+/// Keys the demo workload sends its traffic with: three teams, each its own account with
+/// $1000 of credits, reused from `DATA_DIR/demo-traffic-keys` while valid.
+pub async fn ensure_traffic_keys(
+    store: &Store,
+    data_dir: &Path,
+    node: &str,
+) -> anyhow::Result<Vec<String>> {
+    let path = data_dir.join("demo-traffic-keys");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let keys: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        let mut valid = !keys.is_empty();
+        for k in &keys {
+            valid &= store
+                .key(&crate::billing::keys::hash(k))
+                .await?
+                .is_some_and(|row| !row.disabled);
+        }
+        if valid {
+            return Ok(keys);
+        }
+    }
+    let mut keys = Vec::new();
+    for team in ["demo-team-atlas", "demo-team-borealis", "demo-team-cascade"] {
+        let created = admin::create_key(
+            store,
+            &KeySpec {
+                name: team.into(),
+                credits: Some(Money::parse_usd("1000")?),
+                ..Default::default()
+            },
+            node,
+        )
+        .await?;
+        keys.push(created.key);
+    }
+    std::fs::create_dir_all(data_dir)?;
+    std::fs::write(&path, keys.join("\n") + "\n")?;
+    Ok(keys)
 }
