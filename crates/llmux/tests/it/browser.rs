@@ -309,7 +309,7 @@ async fn pages_render_with_their_data_in_chromium() {
             .json()
             .await
             .unwrap();
-        if r["data"]["window_tokens"] == tokens.to_string() {
+        if r["data"]["window_tokens"].as_str() == Some(tokens.to_string().as_str()) {
             break;
         }
         assert!(

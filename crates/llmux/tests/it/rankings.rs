@@ -63,6 +63,14 @@ const ENDPOINTS: &[(&str, &str, &str, &str, &str)] = &[
     ("mistralai/mistral-large", "simco", "ml+tokens=15", "2", "6"),
 ];
 
+/// Requests to send: (model, key, app as (referer, title), how many).
+type Step<'a> = (
+    &'static str,
+    &'a Key,
+    Option<(&'static str, &'static str)>,
+    usize,
+);
+
 /// What one answered request contributed, as the client saw it.
 #[derive(Debug, Clone)]
 struct Rec {
@@ -225,12 +233,7 @@ async fn rankings_compare_and_activity_are_exact() {
     // Requests per week and model: (model, key, app) repeated `n` times.
     let alpha_app = Some(("https://alpha.example", "Alpha Studio"));
     let beta_app = Some(("https://beta.example", "Beta Chat"));
-    let plan = |week: usize| -> Vec<(
-        &'static str,
-        &Key,
-        Option<(&'static str, &'static str)>,
-        usize,
-    )> {
+    let plan = |week: usize| -> Vec<Step> {
         vec![
             ("minimax/minimax-m2.5", &alpha, alpha_app, 2 + week),
             ("minimax/minimax-m2.5:free", &beta, beta_app, 1),
