@@ -87,6 +87,7 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
         true => Some(demo::ensure_demo_key(&store, &config.data_dir, &node).await?),
         false => None,
     };
+    let rankings_cache_ttl = config.rankings_cache;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let routable = catalog.routable_models().count();
@@ -98,6 +99,7 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
         upstream,
         router,
         store: store.clone(),
+        rankings_cache: crate::rankings::cache::Cache::new(rankings_cache_ttl),
     });
 
     println!("llmux listening on http://{addr}");

@@ -64,6 +64,8 @@ pub struct RankingsSection {
     /// `llmux rollups rebuild`.
     #[serde(default)]
     pub private_accounts: Vec<String>,
+    /// Seconds a public rankings answer (API or page) is reused (default 15; 0: never).
+    pub cache_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -26,6 +26,8 @@ pub struct Config {
     pub metering: MeteringSettings,
     pub billing: BillingSettings,
     pub router: RouterSettings,
+    /// How long public rankings answers are reused.
+    pub rankings_cache: Duration,
     pub file: ConfigFile,
 }
 
@@ -167,6 +169,7 @@ impl Config {
                 ),
                 seed: file.router.seed,
             },
+            rankings_cache: Duration::from_secs(file.rankings.cache_secs.unwrap_or(15)),
             file,
         })
     }

@@ -49,6 +49,8 @@ pub struct Gateway {
     pub upstream: Upstream,
     pub router: crate::router::Router,
     pub store: Store,
+    /// Recent answers of the public rankings endpoints and pages.
+    pub rankings_cache: crate::rankings::cache::Cache,
 }
 
 /// Facts about the HTTP request that end up in the record.

@@ -266,8 +266,8 @@ pub async fn what_if(
             }
         }
         Scope::Gateway => {
-            for b in store.model_buckets(period, start, next, false).await? {
-                by_model.entry(b.model).or_default().add(&b.sums);
+            for (model, sums) in store.model_sums(period, start, next).await? {
+                by_model.entry(model).or_default().add(&sums);
             }
         }
     }

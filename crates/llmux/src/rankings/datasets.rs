@@ -11,7 +11,7 @@ use super::table::as_string;
 use super::{QueryError, invalid};
 use crate::catalog::Catalog;
 use crate::metering::rollup::{Period, add_days, date_string, parse_date};
-use crate::storage::Store;
+use crate::storage::{Store, TokensBy};
 
 /// Models listed per period before the rest is summed into `other`.
 pub const TOP_MODELS: usize = 50;
@@ -96,50 +96,63 @@ pub async fn rankings_daily(
     let (start, end) = window(start_date, end_date)?;
     let from = period.start(start);
     let to = period.next(period.start(end));
-    let mut tokens: BTreeMap<i64, BTreeMap<String, i64>> = BTreeMap::new();
+    // Per bucket: the top models (permaslug, tokens) and the bucket's total.
+    let mut buckets: BTreeMap<i64, (Vec<(String, i64)>, i64)> = BTreeMap::new();
     match source.filter(|s| !s.is_empty() && *s != super::table::OWN_SOURCE) {
         Some(s) => {
             super::table::latest_day(store, Some(s)).await?;
+            let mut per: BTreeMap<i64, BTreeMap<String, i64>> = BTreeMap::new();
             for r in store.market_rows(s, from, to).await? {
-                *tokens
-                    .entry(period.start(r.day))
+                *per.entry(period.start(r.day))
                     .or_default()
                     .entry(r.permaslug)
                     .or_default() += r.tokens;
             }
+            for (start, models) in per {
+                let total = models.values().sum();
+                // An imported `other` row is folded back into the rest.
+                let mut v: Vec<(String, i64)> = models
+                    .into_iter()
+                    .filter(|(p, t)| *t > 0 && p != "other")
+                    .collect();
+                v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                v.truncate(TOP_MODELS);
+                buckets.insert(start, (v, total));
+            }
         }
         None => {
-            for b in store.model_buckets(period, from, to, false).await? {
-                *tokens
-                    .entry(b.start)
-                    .or_default()
-                    .entry(permaslug(catalog, &b.model))
-                    .or_default() += b.sums.tokens();
+            // Catalog variants can share a permaslug: merged before listing.
+            let mut per: BTreeMap<i64, (BTreeMap<String, i64>, i64)> = BTreeMap::new();
+            for (start, model, tokens, total) in store
+                .top_models(period, from, to, TOP_MODELS as i64)
+                .await?
+            {
+                let b = per.entry(start).or_insert_with(|| (BTreeMap::new(), total));
+                *b.0.entry(permaslug(catalog, &model)).or_default() += tokens;
+            }
+            for (start, (models, total)) in per {
+                let mut v: Vec<(String, i64)> = models.into_iter().collect();
+                v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                buckets.insert(start, (v, total));
             }
         }
     }
     let mut data = Vec::new();
-    for (start, models) in tokens {
+    for (start, (models, total)) in buckets {
         let date = date_string(start);
-        let mut v: Vec<(String, i64)> = models.into_iter().filter(|(_, t)| *t > 0).collect();
-        // An imported `other` row is folded back into the rest.
-        let mut other: i64 = v.iter().filter(|(p, _)| p == "other").map(|(_, t)| t).sum();
-        v.retain(|(p, _)| p != "other");
-        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        other += v.iter().skip(TOP_MODELS).map(|(_, t)| t).sum::<i64>();
-        v.truncate(TOP_MODELS);
-        for (p, t) in v {
+        let listed: i64 = models.iter().map(|(_, t)| t).sum();
+        for (p, t) in models {
             data.push(DailyRow {
                 date: date.clone(),
                 model_permaslug: p,
                 total_tokens: t,
             });
         }
-        if other > 0 {
+        if total > listed {
             data.push(DailyRow {
                 date: date.clone(),
                 model_permaslug: "other".into(),
-                total_tokens: other,
+                total_tokens: total - listed,
             });
         }
     }
@@ -217,20 +230,22 @@ pub async fn app_rankings(
     let len = next - start;
     // Trending compares the window with the average of the three windows before it.
     let from = if trending { start - 3 * len } else { start };
-    let mut window: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    let mut before: BTreeMap<String, i64> = BTreeMap::new();
-    for b in store
-        .app_buckets(Period::Day, from, next, None, false)
+    let window: BTreeMap<String, (i64, i64)> = store
+        .totals_by(TokensBy::App, Period::Day, start, next)
         .await?
-    {
-        if b.start >= start {
-            let e = window.entry(b.app).or_default();
-            e.0 += b.sums.tokens();
-            e.1 += b.sums.requests;
-        } else {
-            *before.entry(b.app).or_default() += b.sums.tokens();
-        }
-    }
+        .into_iter()
+        .map(|(app, tokens, requests)| (app, (tokens, requests)))
+        .collect();
+    let before: BTreeMap<String, i64> = if trending {
+        store
+            .totals_by(TokensBy::App, Period::Day, from, start)
+            .await?
+            .into_iter()
+            .map(|(app, tokens, _)| (app, tokens))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
     let titles: BTreeMap<String, String> = store
         .apps()
         .await?

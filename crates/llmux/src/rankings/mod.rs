@@ -4,6 +4,7 @@
 //! ([`market`]); and price comparisons with a what-if repricing of real usage ([`compare`]).
 
 pub mod activity;
+pub mod cache;
 pub mod compare;
 pub mod datasets;
 pub mod market;

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::catalog::Catalog;
 use crate::metering::rollup::{Period, date_string, end_date_string, parse_date};
-use crate::storage::Store;
+use crate::storage::{Store, TokensBy};
 
 /// The source name of llmux's own traffic.
 pub const OWN_SOURCE: &str = "llmux";
@@ -268,11 +268,10 @@ pub async fn latest_day(store: &Store, source: Option<&str>) -> Result<Option<i6
     }
 }
 
-/// Tokens per (period start, group key) over `[from, to)`, read from the rollups or the
-/// market source.
+/// Tokens per (period start, key) over `[from, to)`, read from the rollups or the market
+/// source. Keys are apps or providers for those groupings, else models (grouped later).
 async fn load(
     store: &Store,
-    catalog: &Catalog,
     q: &Query,
     from: i64,
     to: i64,
@@ -282,13 +281,12 @@ async fn load(
     match (&q.source, q.by) {
         (Some(source), _) => {
             for r in store.market_rows(source, from, to).await? {
-                let key = group_of(catalog, q.by, &r.model);
-                *cells.entry((q.period.start(r.day), key)).or_default() += r.tokens;
+                *cells.entry((q.period.start(r.day), r.model)).or_default() += r.tokens;
             }
         }
         (None, By::App) => {
-            for b in store.app_buckets(q.period, from, to, None, false).await? {
-                *cells.entry((b.start, b.app)).or_default() += b.sums.tokens();
+            for (start, app, tokens) in store.tokens_by(TokensBy::App, q.period, from, to).await? {
+                *cells.entry((start, app)).or_default() += tokens;
             }
             for a in store.apps().await? {
                 if let Some(t) = a.title {
@@ -296,14 +294,24 @@ async fn load(
                 }
             }
         }
-        (None, by) => {
-            for b in store.model_buckets(q.period, from, to, false).await? {
-                let key = match by {
-                    By::Provider if b.provider.is_empty() => "unknown".to_string(),
-                    By::Provider => b.provider,
-                    _ => group_of(catalog, by, &b.model),
+        (None, By::Provider) => {
+            for (start, provider, tokens) in store
+                .tokens_by(TokensBy::Provider, q.period, from, to)
+                .await?
+            {
+                let key = if provider.is_empty() {
+                    "unknown".to_string()
+                } else {
+                    provider
                 };
-                *cells.entry((b.start, key)).or_default() += b.sums.tokens();
+                *cells.entry((start, key)).or_default() += tokens;
+            }
+        }
+        (None, _) => {
+            for (start, model, tokens) in
+                store.tokens_by(TokensBy::Model, q.period, from, to).await?
+            {
+                *cells.entry((start, model)).or_default() += tokens;
             }
         }
     }
@@ -325,6 +333,18 @@ fn ranks(period: &BTreeMap<&str, i64>) -> HashMap<String, usize> {
 }
 
 pub async fn rankings(store: &Store, catalog: &Catalog, q: &Query) -> Result<Rankings, QueryError> {
+    let mut r = rankings_many(store, catalog, q, &[q.by]).await?;
+    Ok(r.remove(0))
+}
+
+/// Several groupings of the same window from one read: `bys` are model-based (model, author,
+/// origin), or `q.by` itself.
+pub async fn rankings_many(
+    store: &Store,
+    catalog: &Catalog,
+    q: &Query,
+    bys: &[By],
+) -> Result<Vec<Rankings>, QueryError> {
     let end = match q.end {
         Some(e) => e,
         None => latest_day(store, q.source.as_deref())
@@ -339,11 +359,45 @@ pub async fn rankings(store: &Store, catalog: &Catalog, q: &Query) -> Result<Ran
     }
     starts.reverse();
     let before_window = q.period.prev(starts[0]);
-    let (cells, titles) = load(store, catalog, q, before_window, q.period.next(last)).await?;
+    let (raw, titles) = load(store, q, before_window, q.period.next(last)).await?;
+    let mut out = Vec::with_capacity(bys.len());
+    for &by in bys {
+        let cells: BTreeMap<(i64, String), i64> = match by {
+            By::Author | By::Origin => {
+                let mut c = BTreeMap::new();
+                for ((start, model), tokens) in &raw {
+                    *c.entry((*start, group_of(catalog, by, model))).or_default() += tokens;
+                }
+                c
+            }
+            _ => raw.clone(),
+        };
+        out.push(build(
+            catalog,
+            q,
+            by,
+            &starts,
+            before_window,
+            &cells,
+            &titles,
+        ));
+    }
+    Ok(out)
+}
 
+/// The rankings of one grouping, from its tokens per (period start, group).
+fn build(
+    catalog: &Catalog,
+    q: &Query,
+    by: By,
+    starts: &[i64],
+    before_window: i64,
+    cells: &BTreeMap<(i64, String), i64>,
+    titles: &HashMap<String, String>,
+) -> Rankings {
     // tokens[period][group], including the period before the window (for the first change).
     let mut all_starts = vec![before_window];
-    all_starts.extend(&starts);
+    all_starts.extend(starts);
     let mut by_period: Vec<BTreeMap<&str, i64>> = vec![BTreeMap::new(); all_starts.len()];
     let index: HashMap<i64, usize> = all_starts
         .iter()
@@ -351,7 +405,7 @@ pub async fn rankings(store: &Store, catalog: &Catalog, q: &Query) -> Result<Ran
         .map(|(i, s)| (*s, i))
         .collect();
     let mut keys: BTreeSet<&str> = BTreeSet::new();
-    for ((start, key), tokens) in &cells {
+    for ((start, key), tokens) in cells {
         if let Some(&i) = index.get(start) {
             by_period[i].insert(key.as_str(), *tokens);
             if i > 0 && *tokens != 0 {
@@ -384,7 +438,7 @@ pub async fn rankings(store: &Store, catalog: &Catalog, q: &Query) -> Result<Ran
             let window_tokens: i64 = (1..=n).map(tokens_at).sum();
             Group {
                 key: key.to_string(),
-                name: group_name(catalog, q.by, key, &titles),
+                name: group_name(catalog, by, key, titles),
                 rank: last_cell.rank,
                 tokens: last_cell.tokens,
                 share: last_cell.share,
@@ -409,10 +463,10 @@ pub async fn rankings(store: &Store, catalog: &Catalog, q: &Query) -> Result<Ran
     if let Some(limit) = q.limit {
         groups.truncate(limit);
     }
-    Ok(Rankings {
+    Rankings {
         source: q.source.clone().unwrap_or_else(|| OWN_SOURCE.to_string()),
         period: q.period.name(),
-        by: q.by.name(),
+        by: by.name(),
         periods: starts
             .iter()
             .enumerate()
@@ -424,5 +478,5 @@ pub async fn rankings(store: &Store, catalog: &Catalog, q: &Query) -> Result<Ran
             .collect(),
         window_tokens: window_total,
         groups,
-    })
+    }
 }

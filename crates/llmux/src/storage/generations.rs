@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, flag};
+use super::{Store, flag, placeholders};
 use crate::metering::rollup::{Deltas, Privacy};
 use crate::metering::{GenerationRecord, ProviderResponse};
 use crate::money::Money;
@@ -49,27 +49,6 @@ const COLUMNS: &[&str] = &[
 
 /// Rows per INSERT statement (keeps bind parameters under SQLite's and PostgreSQL's limits).
 const ROWS_PER_STATEMENT: usize = 200;
-
-pub(super) fn placeholders(rows: usize, cols: usize) -> String {
-    let mut s = String::with_capacity(rows * cols * 5);
-    let mut n = 1;
-    for r in 0..rows {
-        if r > 0 {
-            s.push(',');
-        }
-        s.push('(');
-        for c in 0..cols {
-            if c > 0 {
-                s.push(',');
-            }
-            s.push('$');
-            s.push_str(&n.to_string());
-            n += 1;
-        }
-        s.push(')');
-    }
-    s
-}
 
 fn tokens(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -135,16 +114,37 @@ impl Store {
         node: &str,
         privacy: &Privacy,
     ) -> anyhow::Result<()> {
+        self.write(batch, node, Some(privacy)).await.map(|_| ())
+    }
+
+    /// Write records and their charges without touching the rollups (bulk loads that add
+    /// the rollups themselves: `llmux migrate`, the benchmark generator). Returns how many
+    /// records were new.
+    pub async fn write_generations_without_rollups(
+        &self,
+        batch: &[GenerationRecord],
+        node: &str,
+    ) -> anyhow::Result<u64> {
+        self.write(batch, node, None).await
+    }
+
+    async fn write(
+        &self,
+        batch: &[GenerationRecord],
+        node: &str,
+        rollups: Option<&Privacy>,
+    ) -> anyhow::Result<u64> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let mut tx = self.pool().begin().await?;
         let mut deltas = Deltas::default();
+        let mut new = 0u64;
         for chunk in batch.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO generations ({}) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
                 COLUMNS.join(", "),
-                placeholders(chunk.len(), COLUMNS.len())
+                placeholders(self.backend(), chunk.len(), COLUMNS.len())
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for g in chunk {
@@ -194,8 +194,11 @@ impl Store {
                 .iter()
                 .map(|r| r.try_get::<String, _>(0))
                 .collect::<Result<_, _>>()?;
-            for g in chunk.iter().filter(|g| inserted.contains(&g.id)) {
-                deltas.add(g, privacy);
+            new += inserted.len() as u64;
+            if let Some(privacy) = rollups {
+                for g in chunk.iter().filter(|g| inserted.contains(&g.id)) {
+                    deltas.add(g, privacy);
+                }
             }
 
             let charges: Vec<&GenerationRecord> =
@@ -204,7 +207,7 @@ impl Store {
                 let sql = format!(
                     "INSERT INTO ledger (account_id, key_hash, kind, amount, generation_id, note, node, created_at) \
                      VALUES {} ON CONFLICT (generation_id) DO NOTHING",
-                    placeholders(charges.len(), 8)
+                    placeholders(self.backend(), charges.len(), 8)
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for g in charges {
@@ -222,9 +225,11 @@ impl Store {
                 q.execute(&mut *tx).await?;
             }
         }
-        super::rollups::apply(&mut tx, &deltas).await?;
+        if !deltas.is_empty() {
+            super::rollups::apply(&mut tx, self.backend(), &deltas).await?;
+        }
         tx.commit().await?;
-        Ok(())
+        Ok(new)
     }
 
     /// Records in `(created_at, id)` order after `after`, at most `limit` of them.

@@ -23,7 +23,7 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 pub use accounts::{AccountRow, KeyRow, KeyUpdate, NewKey};
 pub use byok::ByokRow;
 pub use ledger::{LedgerEntry, LedgerKind};
-pub use rollups::{AccountBucket, AppBucket, AppInfo, MarketRow, ModelBucket};
+pub use rollups::{AccountBucket, AppInfo, MarketRow, TokensBy};
 pub use usage::Audit;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +130,36 @@ fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
         format!("{query}&mode=rwc")
     };
     Ok(format!("sqlite://{file}?{query}"))
+}
+
+/// Placeholders for a multi-row statement: `(?, ?), (?, ?)` on SQLite, `($1, $2), ($3, $4)`
+/// on PostgreSQL. SQLite resolves each `$N` by name, scanning every parameter of the
+/// statement, which is quadratic in a bulk insert (it dominated the write path); `?` binds by
+/// position.
+pub(crate) fn placeholders(backend: Backend, rows: usize, cols: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 5);
+    let mut n = 1;
+    for r in 0..rows {
+        if r > 0 {
+            s.push(',');
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push(',');
+            }
+            match backend {
+                Backend::Sqlite => s.push('?'),
+                Backend::Postgres => {
+                    s.push('$');
+                    s.push_str(&n.to_string());
+                }
+            }
+            n += 1;
+        }
+        s.push(')');
+    }
+    s
 }
 
 /// 0/1 for SQL flags.

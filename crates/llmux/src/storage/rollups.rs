@@ -6,15 +6,11 @@ use std::collections::BTreeMap;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{Store, flag};
+use super::{Backend, Store, flag, placeholders};
 use crate::metering::rollup::{AccountKey, AppKey, Deltas, ModelKey, Period, Privacy, Sums};
 
 /// Rows per upsert statement (13 binds a row stays under every backend's parameter limit).
 const ROWS_PER_STATEMENT: usize = 200;
-
-fn placeholders(rows: usize, cols: usize) -> String {
-    super::generations::placeholders(rows, cols)
-}
 
 const SUM_COLUMNS: [&str; 6] = [
     "requests",
@@ -35,6 +31,7 @@ fn add_sums(table: &str, cols: &[&str]) -> String {
 /// Upsert `rows` into `table`: key columns, then sums added to what is there.
 async fn upsert<K>(
     tx: &mut Transaction<'_, Any>,
+    backend: Backend,
     table: &str,
     key_cols: &[&str],
     sum_cols: &[&str],
@@ -50,7 +47,7 @@ async fn upsert<K>(
         let sql = format!(
             "INSERT INTO {table} ({}) VALUES {} ON CONFLICT ({}) DO UPDATE SET {}",
             cols.join(", "),
-            placeholders(chunk.len(), cols.len()),
+            placeholders(backend, chunk.len(), cols.len()),
             key_cols.join(", "),
             add_sums(table, sum_cols)
         );
@@ -75,10 +72,15 @@ fn bind_sums(q: Query, s: &Sums) -> Query {
 }
 
 /// Add a batch's deltas inside the caller's transaction.
-pub(super) async fn apply(tx: &mut Transaction<'_, Any>, d: &Deltas) -> anyhow::Result<()> {
+pub(super) async fn apply(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    d: &Deltas,
+) -> anyhow::Result<()> {
     let models: Vec<(&ModelKey, &Sums)> = d.models.iter().collect();
     upsert(
         tx,
+        backend,
         "rollup_models",
         &["period", "start", "model", "provider", "public"],
         &SUM_COLUMNS,
@@ -98,6 +100,7 @@ pub(super) async fn apply(tx: &mut Transaction<'_, Any>, d: &Deltas) -> anyhow::
     let apps: Vec<(&AppKey, &Sums)> = d.apps.iter().collect();
     upsert(
         tx,
+        backend,
         "rollup_apps",
         &["period", "start", "app", "model", "public"],
         &SUM_COLUMNS,
@@ -119,6 +122,7 @@ pub(super) async fn apply(tx: &mut Transaction<'_, Any>, d: &Deltas) -> anyhow::
     account_sums.push("byok_usage");
     upsert(
         tx,
+        backend,
         "rollup_accounts",
         &[
             "account_id",
@@ -181,22 +185,22 @@ const SUMMED: &str = "CAST(SUM(requests) AS BIGINT), CAST(SUM(tokens_prompt) AS 
      CAST(SUM(tokens_completion) AS BIGINT), CAST(SUM(tokens_reasoning) AS BIGINT), \
      CAST(SUM(tokens_cached) AS BIGINT), CAST(SUM(cost) AS BIGINT)";
 
-/// One bucket of a model at a provider.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelBucket {
-    pub start: i64,
-    pub model: String,
-    pub provider: String,
-    pub sums: Sums,
+/// What a token query groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokensBy {
+    Model,
+    Provider,
+    App,
 }
 
-/// One bucket of an app using a model.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppBucket {
-    pub start: i64,
-    pub app: String,
-    pub model: String,
-    pub sums: Sums,
+impl TokensBy {
+    fn source(self) -> (&'static str, &'static str) {
+        match self {
+            TokensBy::Model => ("rollup_models", "model"),
+            TokensBy::Provider => ("rollup_models", "provider"),
+            TokensBy::App => ("rollup_apps", "app"),
+        }
+    }
 }
 
 /// One bucket of an account's use of a model through a key.
@@ -227,70 +231,162 @@ pub struct MarketRow {
 }
 
 impl Store {
-    /// Model buckets of `period` starting in `[from, to)`; private traffic only when asked.
-    pub async fn model_buckets(
+    /// Tokens (prompt + completion) of public traffic per bucket of `period` starting in
+    /// `[from, to)` and per `by` key, summed by the database (only buckets with tokens).
+    pub async fn tokens_by(
         &self,
+        by: TokensBy,
         period: Period,
         from: i64,
         to: i64,
-        include_private: bool,
-    ) -> anyhow::Result<Vec<ModelBucket>> {
+    ) -> anyhow::Result<Vec<(i64, String, i64)>> {
+        let (table, col) = by.source();
         let sql = format!(
-            "SELECT start, model, provider, {SUMMED} FROM rollup_models \
-             WHERE period = $1 AND start >= $2 AND start < $3 AND public >= $4 \
-             GROUP BY start, model, provider ORDER BY start, model, provider"
+            "SELECT start, {col}, CAST(SUM(tokens_prompt + tokens_completion) AS BIGINT) FROM {table} \
+             WHERE period = $1 AND start >= $2 AND start < $3 AND public = 1 \
+             GROUP BY start, {col} HAVING SUM(tokens_prompt + tokens_completion) > 0"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(period.name())
             .bind(from)
             .bind(to)
-            .bind(if include_private { 0i64 } else { 1 })
             .fetch_all(self.pool())
             .await?;
         rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// Public tokens and requests per `by` key over buckets of `period` starting in
+    /// `[from, to)`.
+    pub async fn totals_by(
+        &self,
+        by: TokensBy,
+        period: Period,
+        from: i64,
+        to: i64,
+    ) -> anyhow::Result<Vec<(String, i64, i64)>> {
+        let (table, col) = by.source();
+        let sql = format!(
+            "SELECT {col}, CAST(SUM(tokens_prompt + tokens_completion) AS BIGINT), CAST(SUM(requests) AS BIGINT) \
+             FROM {table} WHERE period = $1 AND start >= $2 AND start < $3 AND public = 1 GROUP BY {col}"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(period.name())
+            .bind(from)
+            .bind(to)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// The `n` models with the most public tokens in each bucket of `period` starting in
+    /// `[from, to)` (ties by model id), with each bucket's total: (start, model, tokens, total).
+    pub async fn top_models(
+        &self,
+        period: Period,
+        from: i64,
+        to: i64,
+        n: i64,
+    ) -> anyhow::Result<Vec<(i64, String, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT start, model, tokens, total FROM ( \
+               SELECT start, model, tokens, \
+                      ROW_NUMBER() OVER (PARTITION BY start ORDER BY tokens DESC, model) AS place, \
+                      SUM(tokens) OVER (PARTITION BY start) AS total \
+               FROM (SELECT start, model, CAST(SUM(tokens_prompt + tokens_completion) AS BIGINT) AS tokens \
+                     FROM rollup_models WHERE period = $1 AND start >= $2 AND start < $3 AND public = 1 \
+                     GROUP BY start, model HAVING SUM(tokens_prompt + tokens_completion) > 0) AS per_model \
+             ) AS ranked WHERE place <= $4 ORDER BY start, place",
+        )
+        .bind(period.name())
+        .bind(from)
+        .bind(to)
+        .bind(n)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
             .map(|r| {
-                Ok(ModelBucket {
-                    start: r.try_get(0)?,
-                    model: r.try_get(1)?,
-                    provider: r.try_get(2)?,
-                    sums: sums_from(r, 3)?,
-                })
+                Ok((
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get::<i64, _>(3)?,
+                ))
             })
             .collect()
     }
 
-    /// App buckets of `period` starting in `[from, to)`, for one model or all.
-    pub async fn app_buckets(
+    /// Every sum of public traffic per model over buckets of `period` in `[from, to)`.
+    pub async fn model_sums(
         &self,
         period: Period,
         from: i64,
         to: i64,
-        model: Option<&str>,
-        include_private: bool,
-    ) -> anyhow::Result<Vec<AppBucket>> {
+    ) -> anyhow::Result<Vec<(String, Sums)>> {
         let sql = format!(
-            "SELECT start, app, model, {SUMMED} FROM rollup_apps \
-             WHERE period = $1 AND start >= $2 AND start < $3 AND public >= $4 \
-               AND ($5 = '' OR model = $5) \
-             GROUP BY start, app, model ORDER BY start, app, model"
+            "SELECT model, {SUMMED} FROM rollup_models \
+             WHERE period = $1 AND start >= $2 AND start < $3 AND public = 1 GROUP BY model"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(period.name())
             .bind(from)
             .bind(to)
-            .bind(if include_private { 0i64 } else { 1 })
-            .bind(model.unwrap_or_default().to_string())
             .fetch_all(self.pool())
             .await?;
         rows.iter()
-            .map(|r| {
-                Ok(AppBucket {
-                    start: r.try_get(0)?,
-                    app: r.try_get(1)?,
-                    model: r.try_get(2)?,
-                    sums: sums_from(r, 3)?,
-                })
-            })
+            .map(|r| Ok((r.try_get(0)?, sums_from(r, 1)?)))
+            .collect()
+    }
+
+    /// One model's (and its variants') public tokens and requests per bucket:
+    /// (start, model, tokens, requests).
+    pub async fn model_series(
+        &self,
+        model: &str,
+        period: Period,
+        from: i64,
+        to: i64,
+    ) -> anyhow::Result<Vec<(i64, String, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT start, model, CAST(SUM(tokens_prompt + tokens_completion) AS BIGINT), CAST(SUM(requests) AS BIGINT) \
+             FROM rollup_models WHERE period = $1 AND start >= $2 AND start < $3 AND public = 1 \
+               AND (model = $4 OR model = $5) GROUP BY start, model ORDER BY start, model",
+        )
+        .bind(period.name())
+        .bind(from)
+        .bind(to)
+        .bind(model.to_string())
+        .bind(format!("{model}:free"))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+            .collect()
+    }
+
+    /// Public tokens per app using one model, over buckets of `period` in `[from, to)`.
+    pub async fn model_apps(
+        &self,
+        model: &str,
+        period: Period,
+        from: i64,
+        to: i64,
+    ) -> anyhow::Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT app, CAST(SUM(tokens_prompt + tokens_completion) AS BIGINT) FROM rollup_apps \
+             WHERE model = $1 AND period = $2 AND start >= $3 AND start < $4 AND public = 1 GROUP BY app",
+        )
+        .bind(model.to_string())
+        .bind(period.name())
+        .bind(from)
+        .bind(to)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect()
     }
 
@@ -435,6 +531,14 @@ impl Store {
         Ok(d)
     }
 
+    /// Add deltas to the rollups (for bulk loads that wrote their records without them).
+    pub async fn add_rollups(&self, d: &Deltas) -> anyhow::Result<()> {
+        let mut tx = self.pool().begin().await?;
+        apply(&mut tx, self.backend(), d).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Fold every raw record, in pages, calling `each` with the records done so far.
     /// Returns the deltas of all records.
     pub async fn recount_rollups(
@@ -475,7 +579,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        apply(&mut tx, &all).await?;
+        apply(&mut tx, self.backend(), &all).await?;
         tx.commit().await?;
         Ok(all)
     }
@@ -490,7 +594,7 @@ impl Store {
                 "INSERT INTO market_daily (source, day, permaslug, model, tokens) VALUES {} \
                  ON CONFLICT (source, day, permaslug) DO UPDATE SET model = excluded.model, tokens = excluded.tokens \
                  WHERE market_daily.tokens <> excluded.tokens OR market_daily.model <> excluded.model",
-                placeholders(chunk.len(), 5)
+                placeholders(self.backend(), chunk.len(), 5)
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for r in chunk {

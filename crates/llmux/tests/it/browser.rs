@@ -230,7 +230,9 @@ async fn pages_render_with_their_data_in_chromium() {
     };
     let sim = sim().await;
     let base = format!("{}/v1", sim.base_url());
-    let rest = provider("simco", &base, "")
+    // Fresh answers on every read: the test waits for its traffic to show.
+    let rest = "[rankings]\ncache_secs = 0\n\n".to_string()
+        + &provider("simco", &base, "")
         + &endpoint(
             "minimax/minimax-m2.5",
             "simco",

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::pipeline::Gateway;
@@ -26,6 +28,24 @@ impl From<QueryError> for ApiError {
     }
 }
 
+/// Answer from the rankings cache, else compute, answer and keep.
+async fn cached<Fut>(gw: &Gateway, uri: &Uri, compute: Fut) -> Result<Response, ApiError>
+where
+    Fut: Future<Output = Result<Value, ApiError>>,
+{
+    let key = uri.to_string();
+    let body = match gw.rankings_cache.get(&key) {
+        Some(b) => b,
+        None => {
+            let v = compute.await?;
+            let b = Bytes::from(serde_json::to_vec(&v).map_err(anyhow::Error::from)?);
+            gw.rankings_cache.put(key, b.clone());
+            b
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
 fn get<'a>(q: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
     q.get(key).map(String::as_str)
 }
@@ -33,52 +53,64 @@ fn get<'a>(q: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
 /// `GET /rankings?period=week&by=model|author|origin|provider|app&weeks=N&end_date=&source=&limit=`
 pub async fn rankings(
     State(gw): State<Arc<Gateway>>,
+    uri: Uri,
     Query(q): Params,
-) -> Result<Json<Value>, ApiError> {
-    let query = table::Query::parse(
-        get(&q, "period"),
-        get(&q, "by"),
-        get(&q, "weeks").or_else(|| get(&q, "periods")),
-        get(&q, "end_date"),
-        get(&q, "source"),
-        get(&q, "limit"),
-    )?;
-    let r = table::rankings(&gw.store, &gw.catalog, &query).await?;
-    Ok(Json(json!({ "data": r })))
+) -> Result<Response, ApiError> {
+    cached(&gw, &uri, async {
+        let query = table::Query::parse(
+            get(&q, "period"),
+            get(&q, "by"),
+            get(&q, "weeks").or_else(|| get(&q, "periods")),
+            get(&q, "end_date"),
+            get(&q, "source"),
+            get(&q, "limit"),
+        )?;
+        let r = table::rankings(&gw.store, &gw.catalog, &query).await?;
+        Ok(json!({ "data": r }))
+    })
+    .await
 }
 
 /// `GET /datasets/rankings-daily?start_date&end_date&period=day|week|month`
 pub async fn rankings_daily(
     State(gw): State<Arc<Gateway>>,
+    uri: Uri,
     Query(q): Params,
-) -> Result<Json<Value>, ApiError> {
-    let d = datasets::rankings_daily(
-        &gw.store,
-        &gw.catalog,
-        get(&q, "start_date"),
-        get(&q, "end_date"),
-        get(&q, "period"),
-        get(&q, "source"),
-    )
-    .await?;
-    Ok(Json(serde_json::to_value(d).map_err(anyhow::Error::from)?))
+) -> Result<Response, ApiError> {
+    cached(&gw, &uri, async {
+        let d = datasets::rankings_daily(
+            &gw.store,
+            &gw.catalog,
+            get(&q, "start_date"),
+            get(&q, "end_date"),
+            get(&q, "period"),
+            get(&q, "source"),
+        )
+        .await?;
+        Ok(serde_json::to_value(d).map_err(anyhow::Error::from)?)
+    })
+    .await
 }
 
 /// `GET /datasets/app-rankings?sort=popular|trending&limit&offset&start_date&end_date`
 pub async fn app_rankings(
     State(gw): State<Arc<Gateway>>,
+    uri: Uri,
     Query(q): Params,
-) -> Result<Json<Value>, ApiError> {
-    let d = datasets::app_rankings(
-        &gw.store,
-        get(&q, "sort"),
-        get(&q, "start_date"),
-        get(&q, "end_date"),
-        get(&q, "limit"),
-        get(&q, "offset"),
-    )
-    .await?;
-    Ok(Json(serde_json::to_value(d).map_err(anyhow::Error::from)?))
+) -> Result<Response, ApiError> {
+    cached(&gw, &uri, async {
+        let d = datasets::app_rankings(
+            &gw.store,
+            get(&q, "sort"),
+            get(&q, "start_date"),
+            get(&q, "end_date"),
+            get(&q, "limit"),
+            get(&q, "offset"),
+        )
+        .await?;
+        Ok(serde_json::to_value(d).map_err(anyhow::Error::from)?)
+    })
+    .await
 }
 
 /// `GET /compare?models=a,b,...`: prices and their ratios.

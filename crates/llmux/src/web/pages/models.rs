@@ -17,6 +17,7 @@ use crate::money::Price;
 use crate::pipeline::Gateway;
 use crate::rankings::compare::Prices;
 use crate::rankings::{country_name, human_tokens, origin_of};
+use crate::storage::TokensBy;
 use crate::web::charts::{self, Series};
 use crate::web::render;
 
@@ -42,12 +43,12 @@ async fn recent_tokens(gw: &Gateway) -> HashMap<String, i64> {
     let mut out = HashMap::new();
     if let Ok(rows) = gw
         .store
-        .model_buckets(Period::Week, from, Period::Week.next(now), false)
+        .totals_by(TokensBy::Model, Period::Week, from, Period::Week.next(now))
         .await
     {
-        for b in rows {
-            let base = b.model.split(':').next().unwrap_or_default().to_string();
-            *out.entry(base).or_default() += b.sums.tokens();
+        for (model, tokens, _) in rows {
+            let base = model.split(':').next().unwrap_or_default().to_string();
+            *out.entry(base).or_default() += tokens;
         }
     }
     out
@@ -203,23 +204,20 @@ pub async fn one(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Resp
     let mut usage_requests = 0i64;
     if let Ok(rows) = gw
         .store
-        .model_buckets(Period::Day, first, Period::Day.next(last), false)
+        .model_series(&m.id, Period::Day, first, Period::Day.next(last))
         .await
     {
-        for b in rows
-            .iter()
-            .filter(|b| b.model.split(':').next() == Some(m.id.as_str()))
-        {
-            let i = ((b.start - first) / 86_400_000) as usize;
+        for (start, model, tokens, requests) in rows {
+            let i = ((start - first) / 86_400_000) as usize;
             if let Some(v) = per_variant
-                .entry(b.model.clone())
+                .entry(model)
                 .or_insert_with(|| vec![0.0; days.len()])
                 .get_mut(i)
             {
-                *v += b.sums.tokens() as f64;
+                *v += tokens as f64;
             }
-            usage_total += b.sums.tokens();
-            usage_requests += b.sums.requests;
+            usage_total += tokens;
+            usage_requests += requests;
         }
     }
     let labels: Vec<String> = days
@@ -236,7 +234,7 @@ pub async fn one(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Resp
     let mut apps: Vec<(String, i64)> = Vec::new();
     if let Ok(rows) = gw
         .store
-        .app_buckets(Period::Day, first, Period::Day.next(last), None, false)
+        .model_apps(&m.id, Period::Day, first, Period::Day.next(last))
         .await
     {
         let titles: HashMap<String, String> = gw
@@ -248,13 +246,10 @@ pub async fn one(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Resp
             .filter_map(|a| a.title.map(|t| (a.app, t)))
             .collect();
         let mut by_app: BTreeMap<String, i64> = BTreeMap::new();
-        for b in rows
-            .iter()
-            .filter(|b| b.model.split(':').next() == Some(m.id.as_str()))
-        {
+        for (app, tokens) in rows {
             *by_app
-                .entry(titles.get(&b.app).cloned().unwrap_or(b.app.clone()))
-                .or_default() += b.sums.tokens();
+                .entry(titles.get(&app).cloned().unwrap_or(app))
+                .or_default() += tokens;
         }
         apps = by_app.into_iter().collect();
         apps.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Response};
 use minijinja::context;
 
 use super::{Params, param};
 use crate::pipeline::Gateway;
-use crate::rankings::table::{self, Rankings};
+use crate::rankings::table::{self, By, Rankings};
 use crate::rankings::{QueryError, datasets, human_tokens};
 use crate::web::charts::{self, Series};
 use crate::web::render;
@@ -18,7 +18,26 @@ use crate::web::render;
 /// Models drawn in the stacked chart; the rest is one "Other" band.
 const CHART_MODELS: usize = 9;
 
-pub async fn page(State(gw): State<Arc<Gateway>>, q: Params) -> Response {
+pub async fn page(State(gw): State<Arc<Gateway>>, uri: Uri, q: Params) -> Response {
+    let key = uri.to_string();
+    if let Some(html) = gw.rankings_cache.get(&key) {
+        return Html(html).into_response();
+    }
+    let page = render_page(&gw, q).await;
+    if page.status() == StatusCode::OK {
+        let (parts, body) = page.into_parts();
+        return match axum::body::to_bytes(body, usize::MAX).await {
+            Ok(html) => {
+                gw.rankings_cache.put(key, html.clone());
+                Response::from_parts(parts, axum::body::Body::from(html))
+            }
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        };
+    }
+    page
+}
+
+async fn render_page(gw: &Arc<Gateway>, q: Params) -> Response {
     let period = param(&q, "period").unwrap_or("week");
     let weeks = param(&q, "weeks").unwrap_or("8");
     let end_date = param(&q, "end_date");
@@ -29,24 +48,30 @@ pub async fn page(State(gw): State<Arc<Gateway>>, q: Params) -> Response {
         .await
         .map(|s| s.into_keys().collect())
         .unwrap_or_default();
-    let load = |by: &'static str| {
-        let gw = gw.clone();
-        async move {
-            let query =
-                table::Query::parse(Some(period), Some(by), Some(weeks), end_date, source, None)?;
-            table::rankings(&gw.store, &gw.catalog, &query).await
-        }
-    };
-    let result: Result<(Rankings, Rankings, Rankings), QueryError> = async {
-        Ok((
-            load("model").await?,
-            load("author").await?,
-            load("origin").await?,
-        ))
+    let result: Result<Vec<Rankings>, QueryError> = async {
+        let query = table::Query::parse(
+            Some(period),
+            Some("model"),
+            Some(weeks),
+            end_date,
+            source,
+            None,
+        )?;
+        table::rankings_many(
+            &gw.store,
+            &gw.catalog,
+            &query,
+            &[By::Model, By::Author, By::Origin],
+        )
+        .await
     }
     .await;
     let (models, authors, origins) = match result {
-        Ok(r) => r,
+        Ok(mut r) => {
+            let origins = r.pop().expect("three groupings");
+            let authors = r.pop().expect("three groupings");
+            (r.pop().expect("three groupings"), authors, origins)
+        }
         Err(e) => {
             let status = match e {
                 QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
