@@ -3,7 +3,9 @@
 //! `llmux-bench records` generates synthetic generation records (and their rollups) into a
 //! database, for the rankings benchmark at 10 and 100 million records.
 
+mod metering;
 mod records;
+mod streams;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +20,11 @@ struct Cli {
 enum Command {
     /// Generate synthetic generation records, with their ledger charges and rollups.
     Records(records::Args),
+    /// Streams through llmux against the upstream directly: added time to first token,
+    /// per-chunk cost, memory and CPU with many slow streams.
+    Streams(streams::Args),
+    /// Generation records per second through the metering writer's path.
+    Metering(metering::Args),
 }
 
 #[tokio::main]
@@ -25,5 +32,7 @@ async fn main() -> anyhow::Result<()> {
     llmux::init_tls();
     match Cli::parse().command {
         Command::Records(args) => records::run(args).await,
+        Command::Streams(args) => streams::run(args).await,
+        Command::Metering(args) => metering::run(args).await,
     }
 }

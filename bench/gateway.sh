@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# The gateway benchmark: how much llmux adds to a request, side by side in one run with the
+# upstream called directly and with nginx as a plain reverse proxy in front of it.
+#
+#   bench/gateway.sh              # 10 s per measurement
+#   DURATION=30 bench/gateway.sh
+#
+# The upstream is nginx answering every POST with a fixed OpenAI chat completion (the floor).
+# llmux runs with a real key, the default router, cost metering and a generation record per
+# request in SQLite, exactly as in production. wrk (one thread, as in the issue's reference
+# table) drives each path at 1, 32 and 256 connections. Then: streaming (time to first token
+# added, per-chunk cost on long streams, 10,000 concurrent slow streams), metering throughput,
+# and a stalled database under load. Needs: wrk, nginx, sqlite3 (apt-get install wrk nginx sqlite3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+for tool in wrk nginx sqlite3; do
+    command -v "$tool" >/dev/null || { echo "$tool is needed (apt-get install wrk nginx sqlite3)"; exit 1; }
+done
+duration="${DURATION:-10}"
+conns=(${CONNECTIONS:-1 32 256})
+
+cargo build --release --locked -p llmux -p llmux-bench >/dev/null
+bin=$root/target/release
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+static_port=18501; proxy_port=18502; llmux_port=18503; sim_port=18504
+
+# nginx: the static upstream and the reverse proxy in front of it.
+body=$(tr -d '\n' < bench/gateway/upstream.json)
+mkdir -p "$work/nginx"
+cat > "$work/nginx/nginx.conf" <<CONF
+worker_processes auto;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 16384; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx;
+    proxy_temp_path $work/nginx;
+    upstream static { server 127.0.0.1:$static_port; keepalive 256; }
+    server {
+        listen 127.0.0.1:$static_port;
+        location / { default_type application/json; return 200 '$body'; }
+    }
+    server {
+        listen 127.0.0.1:$proxy_port;
+        location / {
+            proxy_pass http://static;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+CONF
+nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
+pids+=($!)
+
+# llmux in front of the same upstream (and of the simulated provider, for streams).
+cat > "$work/llmux.toml" <<CONF
+[server]
+listen = "127.0.0.1:$llmux_port"
+database = "sqlite://$work/llmux.db"
+
+[[providers]]
+slug = "static"
+api = "openai"
+base_url = "http://127.0.0.1:$static_port/v1"
+
+[[providers]]
+slug = "sim"
+api = "openai"
+base_url = "http://127.0.0.1:$sim_port/v1"
+
+[[endpoints]]
+model = "openai/gpt-4o-mini"
+provider = "static"
+upstream_model = "gpt-4o-mini"
+pricing = { prompt = "0.15", completion = "0.6" }
+
+[[endpoints]]
+model = "deepseek/deepseek-v3.2"
+provider = "sim"
+upstream_model = "deepseek-v3.2+tokens=50"
+pricing = { prompt = "0.28", completion = "0.42" }
+
+[[endpoints]]
+model = "z-ai/glm-5"
+provider = "sim"
+upstream_model = "glm-5+tokens=4000"
+pricing = { prompt = "1", completion = "3.2" }
+
+[[endpoints]]
+model = "moonshotai/kimi-k2.5"
+provider = "sim"
+upstream_model = "kimi-k2.5+ttft=20+tps=0.5+tokens=60"
+pricing = { prompt = "0.5", completion = "2.5" }
+CONF
+key=$("$bin/llmux" keys create --name bench --config "$work/llmux.toml" --json | sed -n 's/.*"key":"\([^"]*\)".*/\1/p')
+LLMUX_LOG=warn "$bin/llmux" serve --config "$work/llmux.toml" >/dev/null 2>"$work/llmux.log" &
+llmux_pid=$!
+pids+=($llmux_pid)
+LLMUX_LOG=warn "$bin/llmux" sim --listen "127.0.0.1:$sim_port" >/dev/null 2>&1 &
+pids+=($!)
+for port in $static_port $proxy_port $llmux_port $sim_port; do
+    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+done
+
+export WRK_KEY=$key WRK_MODEL=openai/gpt-4o-mini
+declare -A p50 p99 rps
+answered=0
+run() { # name url connections
+    local out
+    out=$(wrk -t1 -c"$3" -d"${duration}s" --latency -s bench/gateway/post.lua "$2")
+    if grep -q "Non-2xx" <<<"$out"; then echo "$1 c=$3: errors"; grep -E "Non-2xx|Socket" <<<"$out"; fi
+    p50[$1,$3]=$(awk '/ 50%/ {print $2}' <<<"$out")
+    p99[$1,$3]=$(awk '/ 99%/ {print $2}' <<<"$out")
+    rps[$1,$3]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    if [ "$1" = llmux ]; then
+        answered=$((answered + $(awk '/requests in/ {print $1}' <<<"$out")))
+    fi
+}
+us() { # wrk duration (e.g. 86.00us, 1.20ms, 2.01s) in microseconds
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+        if (u == "us") print n; else if (u == "ms") print n * 1000; else if (u == "s") print n * 1000000; else print n }'
+}
+
+echo "warming up"; wrk -t1 -c8 -d2s -s bench/gateway/post.lua "http://127.0.0.1:$llmux_port/api/v1/chat/completions" >/dev/null
+for c in "${conns[@]}"; do
+    run direct "http://127.0.0.1:$static_port/v1/chat/completions" "$c"
+    run nginx "http://127.0.0.1:$proxy_port/v1/chat/completions" "$c"
+    run llmux "http://127.0.0.1:$llmux_port/api/v1/chat/completions" "$c"
+done
+
+echo
+echo "Non-streaming chat completions, wrk -t1, ${duration}s each, $(nproc) cores"
+printf '%-28s %6s %10s %10s %12s\n' path conns p50 p99 requests/s
+for c in "${conns[@]}"; do
+    for path in direct nginx llmux; do
+        label=$path; [ "$path" = direct ] && label="upstream directly"; [ "$path" = nginx ] && label="nginx reverse proxy"
+        [ "$path" = llmux ] && label="llmux (auth, route, meter)"
+        printf '%-28s %6s %10s %10s %12s\n' "$label" "$c" "${p50[$path,$c]}" "${p99[$path,$c]}" "${rps[$path,$c]}"
+    done
+done
+echo
+for c in "${conns[@]}"; do
+    awk -v l="${rps[llmux,$c]}" -v n="${rps[nginx,$c]}" -v c="$c" \
+        'BEGIN { printf "c=%s: llmux throughput / nginx throughput = %.2f\n", c, l / n }'
+done
+d=$(us "${p50[direct,1]}"); n=$(us "${p50[nginx,1]}"); l=$(us "${p50[llmux,1]}")
+awk -v d="$d" -v n="$n" -v l="$l" 'BEGIN {
+    printf "c=1: added p50: llmux %.0f us, nginx %.0f us (ratio %.2f)\n", l - d, n - d, (l - d) / (n - d) }'
+
+# Streams and metering, measured by llmux-bench against the same processes.
+"$bin/llmux-bench" streams \
+    --llmux "http://127.0.0.1:$llmux_port" --direct "http://127.0.0.1:$sim_port" \
+    --key "$key" --pid "$llmux_pid"
+
+# Every answered request is one generation record (counted after a graceful stop).
+kill -TERM "$llmux_pid"; wait "$llmux_pid" 2>/dev/null || true
+records=$(sqlite3 "$work/llmux.db" "SELECT COUNT(*) FROM generations WHERE model = 'openai/gpt-4o-mini' AND status = 200 AND cancelled = 0")
+echo
+echo "answered by llmux (wrk): $answered; generation records of answered requests: $records"
+[ "$records" -ge "$answered" ] || { echo "records are missing"; exit 1; }
+
+echo
+"$bin/llmux-bench" metering --database "sqlite://$work/metering.db" --records 200000
