@@ -25,9 +25,16 @@ pub struct Args {
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
     let store = Store::open(&a.database).await?;
-    let account = llmux::billing::admin::create_account(&store, "metering-bench", None, "bench").await?;
+    let account =
+        llmux::billing::admin::create_account(&store, "metering-bench", None, "bench").await?;
     let mut rng = StdRng::seed_from_u64(7);
-    let models = ["deepseek/deepseek-v3.2", "z-ai/glm-5", "minimax/minimax-m2.5", "openai/gpt-5", "anthropic/claude-sonnet-4.6"];
+    let models = [
+        "deepseek/deepseek-v3.2",
+        "z-ai/glm-5",
+        "minimax/minimax-m2.5",
+        "openai/gpt-5",
+        "anthropic/claude-sonnet-4.6",
+    ];
     let now = llmux::clock::now_ms();
     let node = format!("bench-{now}");
     let privacy = Privacy::default();
@@ -49,11 +56,19 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                     model: Some(model.into()),
                     provider: Some("sim".into()),
                     provider_name: Some("Simulated".into()),
-                    usage: Usage { prompt_tokens: rng.random_range(10..4000), completion_tokens: rng.random_range(10..800), ..Default::default() },
+                    usage: Usage {
+                        prompt_tokens: rng.random_range(10..4000),
+                        completion_tokens: rng.random_range(10..800),
+                        ..Default::default()
+                    },
                     cost,
                     status: 200,
                     app_referer: Some(format!("https://app-{}.example", rng.random_range(0..8))),
-                    charge: Some(Charge { account_id: account.id.clone(), key_hash: "bench".into(), amount: cost }),
+                    charge: Some(Charge {
+                        account_id: account.id.clone(),
+                        key_hash: "bench".into(),
+                        amount: cost,
+                    }),
                     ..Default::default()
                 }
             })

@@ -34,7 +34,10 @@ pub struct Args {
 /// benchmark's llmux configuration maps one to the other.
 pub const SHORT: (&str, &str) = ("deepseek/deepseek-v3.2", "deepseek-v3.2+tokens=50");
 pub const LONG: (&str, &str) = ("z-ai/glm-5", "glm-5+tokens=4000");
-pub const SLOW: (&str, &str) = ("moonshotai/kimi-k2.5", "kimi-k2.5+ttft=20+tps=0.5+tokens=60");
+pub const SLOW: (&str, &str) = (
+    "moonshotai/kimi-k2.5",
+    "kimi-k2.5+ttft=20+tps=0.5+tokens=60",
+);
 
 struct Timing {
     ttft: Duration,
@@ -42,7 +45,12 @@ struct Timing {
     chunks: usize,
 }
 
-async fn stream_once(client: &reqwest::Client, url: &str, key: &str, model: &str) -> anyhow::Result<Timing> {
+async fn stream_once(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    model: &str,
+) -> anyhow::Result<Timing> {
     let body = json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "stream please"}]});
     let started = Instant::now();
     let r = client.post(url).bearer_auth(key).json(&body).send().await?;
@@ -57,12 +65,17 @@ async fn stream_once(client: &reqwest::Client, url: &str, key: &str, model: &str
             let event: Vec<u8> = pending.drain(..end + 2).collect();
             let text = String::from_utf8_lossy(&event);
             for line in text.lines() {
-                let Some(data) = line.strip_prefix("data: ") else { continue };
+                let Some(data) = line.strip_prefix("data: ") else {
+                    continue;
+                };
                 if data == "[DONE]" {
                     continue;
                 }
                 let v: Value = serde_json::from_str(data)?;
-                if v["choices"][0]["delta"]["content"].as_str().is_some_and(|c| !c.is_empty()) {
+                if v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .is_some_and(|c| !c.is_empty())
+                {
                     chunks += 1;
                     ttft.get_or_insert_with(|| started.elapsed());
                 }
@@ -145,9 +158,18 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let opened = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::with_capacity(a.streams);
-    let slow = reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(0).build()?;
+    let slow = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(0)
+        .build()?;
     for _ in 0..a.streams {
-        let (client, url, key, opened, failed) = (slow.clone(), via.clone(), a.key.clone(), opened.clone(), failed.clone());
+        let (client, url, key, opened, failed) = (
+            slow.clone(),
+            via.clone(),
+            a.key.clone(),
+            opened.clone(),
+            failed.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let body = json!({"model": SLOW.0, "stream": true, "messages": [{"role": "user", "content": "slowly"}]});
             match client.post(&url).bearer_auth(&key).json(&body).send().await {

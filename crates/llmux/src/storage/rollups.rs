@@ -295,7 +295,7 @@ impl Store {
             "SELECT start, model, tokens, total FROM ( \
                SELECT start, model, tokens, \
                       ROW_NUMBER() OVER (PARTITION BY start ORDER BY tokens DESC, model) AS place, \
-                      SUM(tokens) OVER (PARTITION BY start) AS total \
+                      CAST(SUM(tokens) OVER (PARTITION BY start) AS BIGINT) AS total \
                FROM (SELECT start, model, CAST(SUM(tokens_prompt + tokens_completion) AS BIGINT) AS tokens \
                      FROM rollup_models WHERE period = $1 AND start >= $2 AND start < $3 AND public = 1 \
                      GROUP BY start, model HAVING SUM(tokens_prompt + tokens_completion) > 0) AS per_model \

@@ -72,6 +72,9 @@ pub struct Gateway {
     pub base: String,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// The database URL in the configuration (SQLite in the test's directory, or a fresh
+    /// PostgreSQL database with `LLMUX_TEST_POSTGRES`).
+    database: String,
     child: Child,
     env: Vec<(String, String)>,
     pub http: reqwest::Client,
@@ -135,8 +138,9 @@ impl Gateway {
     pub async fn start_with_env(server_extra: &str, rest: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("llmux.toml");
+        let database = test_database(dir.path()).await;
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndatabase = \"sqlite://llmux.db\"\n{server_extra}\n\n{rest}"
+            "[server]\nlisten = \"127.0.0.1:0\"\ndatabase = \"{database}\"\n{server_extra}\n\n{rest}"
         );
         std::fs::write(&config, text).unwrap();
         let env: Vec<(String, String)> = env
@@ -148,6 +152,7 @@ impl Gateway {
             base,
             dir,
             config,
+            database,
             child,
             env,
             http: {
@@ -181,7 +186,10 @@ impl Gateway {
     }
 
     pub fn db_url(&self) -> String {
-        format!("sqlite://{}", self.dir.path().join("llmux.db").display())
+        match self.database.strip_prefix("sqlite://") {
+            Some(file) => format!("sqlite://{}", self.dir.path().join(file).display()),
+            None => self.database.clone(),
+        }
     }
 
     /// Run the CLI against this gateway's configuration.
@@ -262,7 +270,48 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some((server, name)) = self.database.rsplit_once('/')
+            && self.database.starts_with("postgres")
+        {
+            let admin = format!("{server}/postgres");
+            let name = name.to_string();
+            // Drop runs inside the test's runtime: a thread of its own does the async work.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
+                        let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&pool).await;
+                        pool.close().await;
+                    }
+                });
+            })
+            .join();
+        }
     }
+}
+
+/// The database a test gateway uses: a SQLite file in its directory, or, when
+/// `LLMUX_TEST_POSTGRES` names a server (`postgres://user@host:port`), a fresh database there
+/// (dropped with the gateway).
+async fn test_database(_dir: &std::path::Path) -> String {
+    let Ok(server) = std::env::var("LLMUX_TEST_POSTGRES") else {
+        return "sqlite://llmux.db".to_string();
+    };
+    let server = server.trim_end_matches('/').to_string();
+    let name = format!("llmux_test_{:016x}", rand::random::<u64>());
+    let pool = sqlx::PgPool::connect(&format!("{server}/postgres"))
+        .await
+        .unwrap_or_else(|e| panic!("LLMUX_TEST_POSTGRES={server}: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    format!("{server}/{name}")
 }
 
 /// Parse an SSE body into its `data:` payloads.

@@ -976,15 +976,16 @@ async fn rollups_equal_a_recount_after_a_crash_mid_ingest() {
     assert_eq!(r["data"]["periods"][0]["total_tokens"], tokens.to_string());
 }
 
-/// Prompt plus completion tokens of every raw record, read straight from the SQLite file.
+/// Prompt plus completion tokens of every raw record, read straight from the database.
 fn tokens_in_records(gw: &Gateway) -> i64 {
     let url = gw.db_url();
     tokio::task::block_in_place(|| {
         tokio::runtime::Handle::current().block_on(async move {
             use sqlx::Row;
-            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::AnyPool::connect(&url).await.unwrap();
             let row = sqlx::query(
-                "SELECT COALESCE(SUM(tokens_prompt + tokens_completion), 0) FROM generations",
+                "SELECT CAST(COALESCE(SUM(tokens_prompt + tokens_completion), 0) AS BIGINT) FROM generations",
             )
             .fetch_one(&pool)
             .await
