@@ -12,7 +12,21 @@ use rust_decimal::Decimal;
 /// Picodollars per dollar.
 pub const PICO_PER_USD: i64 = 1_000_000_000_000;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Picodollars. Serialized as the integer (the metering spool's format), never as a float.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Money(pub i64);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

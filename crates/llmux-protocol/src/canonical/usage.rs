@@ -2,7 +2,8 @@
 
 /// Token counts for one generation. `prompt_tokens` counts every input token, cached or not
 /// (OpenAI's convention); `completion_tokens` counts every output token, reasoning included.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,

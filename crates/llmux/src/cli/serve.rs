@@ -11,6 +11,7 @@ use crate::billing::{Billing, keys};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::demo::{self, DemoProviders};
+use crate::metering::spool::Spool;
 use crate::metering::{Meter, estimate};
 use crate::pipeline::Gateway;
 use crate::providers::Upstream;
@@ -54,6 +55,29 @@ async fn shutdown_signal() {
     }
 }
 
+/// Write the records of spool segments left by an earlier run (idempotent by record id), then
+/// delete the segments.
+async fn replay_spool(
+    store: &Store,
+    segments: &[std::path::PathBuf],
+    node: &str,
+    privacy: &crate::metering::rollup::Privacy,
+) -> anyhow::Result<()> {
+    let mut total = 0;
+    for path in segments {
+        let records = crate::metering::spool::read_segment(path)?;
+        for chunk in records.chunks(1000) {
+            store.write_generations(chunk, node, privacy).await?;
+        }
+        total += records.len();
+        std::fs::remove_file(path)?;
+    }
+    if total > 0 {
+        tracing::info!("wrote {total} generation records kept in the spool by an earlier run");
+    }
+    Ok(())
+}
+
 pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<()> {
     let store = Store::open(&config.database_url).await?;
     let demo_providers = if demo {
@@ -70,6 +94,16 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
             config.billing.secrets_key_env
         );
     }
+    // Records an earlier run answered for but did not write are written first, so balances
+    // below include their charges.
+    let spool = match config.metering.spool {
+        true => {
+            let (spool, leftovers) = Spool::open(&config.data_dir.join("spool"))?;
+            replay_spool(&store, &leftovers, &node, &config.privacy()).await?;
+            Some(Arc::new(spool))
+        }
+        false => None,
+    };
     let billing = Billing::new(store.clone(), node.clone(), sealer).await?;
     billing.spawn_sync();
     let metrics = Arc::new(crate::metrics::Metrics::new());
@@ -79,6 +113,7 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
         node.clone(),
         metrics,
         Arc::new(config.privacy()),
+        spool,
     );
     let router = crate::router::Router::new(&config.router);
     estimate::warm_up();
@@ -169,6 +204,7 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
     }
     // Every record of an answered request is written before the process ends.
     gw.meter.flush().await;
+    gw.meter.finish_spool();
     drop(gw);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     store.close().await;

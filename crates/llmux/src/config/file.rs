@@ -54,6 +54,9 @@ pub struct MeteringSection {
     /// Records allowed to wait for the database before new requests are refused with 503
     /// (default 200000). Accepted records are never dropped.
     pub max_pending: Option<usize>,
+    /// Append every record to a local spool (`DATA_DIR/spool`) before answering, so a crash
+    /// loses none (default true).
+    pub spool: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -69,6 +69,8 @@ pub struct MeteringSettings {
     /// Above this many records waiting for the database, new requests are refused (503)
     /// rather than records dropped.
     pub max_pending: usize,
+    /// Keep a crash-safe local copy of records until they are written.
+    pub spool: bool,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -132,6 +134,7 @@ impl Config {
             flush_interval: Duration::from_millis(m.flush_interval_ms.unwrap_or(200)),
             batch_size: m.batch_size.unwrap_or(1000).max(1),
             max_pending: m.max_pending.unwrap_or(200_000).max(1),
+            spool: m.spool.unwrap_or(true),
         };
         if metering.flush_interval.is_zero() {
             bail!("metering.flush_interval_ms must be positive");

@@ -3,13 +3,14 @@
 //!
 //! Back-pressure: records themselves are never dropped. When more than `max_pending` records
 //! wait for the database, [`Meter::accepting`] turns false and new requests are refused with
-//! 503 until the writer catches up. A graceful shutdown drains the queue; a hard crash loses
-//! at most the records of one flush interval (and, with them, their charges: the ledger
-//! stays consistent with the records).
+//! 503 until the writer catches up. Every record is first appended to a local spool
+//! ([`spool`]), so neither a graceful shutdown (which drains the queue) nor a crash loses one:
+//! the next start writes what the spool still holds.
 
 pub mod estimate;
 mod record;
 pub mod rollup;
+pub mod spool;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,7 +24,8 @@ use crate::config::MeteringSettings;
 use crate::storage::Store;
 
 enum Msg {
-    Record(Box<GenerationRecord>),
+    /// A record, and the spool segment holding its copy.
+    Record(Box<GenerationRecord>, Option<u64>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -40,6 +42,7 @@ pub struct Meter {
     stats: Arc<MeterStats>,
     max_pending: usize,
     metrics: Arc<crate::metrics::Metrics>,
+    spool: Option<Arc<spool::Spool>>,
 }
 
 impl Meter {
@@ -50,6 +53,7 @@ impl Meter {
         node: String,
         metrics: Arc<crate::metrics::Metrics>,
         privacy: Arc<rollup::Privacy>,
+        spool: Option<Arc<spool::Spool>>,
     ) -> (Meter, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(MeterStats::default());
@@ -61,6 +65,7 @@ impl Meter {
             batch_size: settings.batch_size,
             node,
             privacy,
+            spool: spool.clone(),
         };
         let handle = tokio::spawn(writer.run());
         (
@@ -69,6 +74,7 @@ impl Meter {
                 stats,
                 max_pending: settings.max_pending,
                 metrics,
+                spool,
             },
             handle,
         )
@@ -87,13 +93,28 @@ impl Meter {
         &self.metrics
     }
 
-    /// Queue a record (and count it in the metrics). Never blocks, never drops.
+    /// Queue a record (and count it in the metrics), after appending it to the spool so it
+    /// survives a crash. Never blocks on the database, never drops.
     pub fn record(&self, r: GenerationRecord) {
         self.metrics.observe(&r);
+        let segment = self.spool.as_ref().and_then(|s| match s.append(&r) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::error!("metering spool: {e}; this record is only in memory until written");
+                None
+            }
+        });
         self.stats.pending.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(Msg::Record(Box::new(r))).is_err() {
+        if self.tx.send(Msg::Record(Box::new(r), segment)).is_err() {
             self.stats.pending.fetch_sub(1, Ordering::Relaxed);
             tracing::error!("metering writer has stopped; a generation record could not be queued");
+        }
+    }
+
+    /// After the writer has drained (graceful shutdown): nothing is left to replay.
+    pub fn finish_spool(&self) {
+        if let Some(s) = &self.spool {
+            s.finish();
         }
     }
 
@@ -114,11 +135,13 @@ struct Writer {
     batch_size: usize,
     node: String,
     privacy: Arc<rollup::Privacy>,
+    spool: Option<Arc<spool::Spool>>,
 }
 
 impl Writer {
     async fn run(mut self) {
         let mut batch: Vec<GenerationRecord> = Vec::with_capacity(self.batch_size);
+        let mut segments: Vec<Option<u64>> = Vec::with_capacity(self.batch_size);
         let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
         loop {
             let Some(first) = self.rx.recv().await else {
@@ -128,7 +151,10 @@ impl Writer {
             let mut next = Some(first);
             loop {
                 match next.take() {
-                    Some(Msg::Record(r)) => batch.push(*r),
+                    Some(Msg::Record(r, segment)) => {
+                        batch.push(*r);
+                        segments.push(segment);
+                    }
                     Some(Msg::Flush(w)) => {
                         waiters.push(w);
                         break;
@@ -143,17 +169,17 @@ impl Writer {
                     Ok(None) | Err(_) => break,
                 }
             }
-            self.write(&mut batch).await;
+            self.write(&mut batch, &mut segments).await;
             for w in waiters.drain(..) {
                 let _ = w.send(());
             }
         }
-        self.write(&mut batch).await;
+        self.write(&mut batch, &mut segments).await;
     }
 
     /// Write the batch, retrying with back-off until the database takes it: an accepted
     /// record is never given up.
-    async fn write(&self, batch: &mut Vec<GenerationRecord>) {
+    async fn write(&self, batch: &mut Vec<GenerationRecord>, segments: &mut Vec<Option<u64>>) {
         if batch.is_empty() {
             return;
         }
@@ -180,5 +206,15 @@ impl Writer {
         self.stats.written.fetch_add(n as u64, Ordering::Relaxed);
         self.stats.pending.fetch_sub(n, Ordering::Relaxed);
         batch.clear();
+        if let Some(spool) = &self.spool {
+            let mut per_segment: std::collections::BTreeMap<u64, u64> = Default::default();
+            for s in segments.iter().flatten() {
+                *per_segment.entry(*s).or_default() += 1;
+            }
+            for (segment, count) in per_segment {
+                spool.written(segment, count);
+            }
+        }
+        segments.clear();
     }
 }

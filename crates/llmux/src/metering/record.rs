@@ -19,14 +19,15 @@ pub struct ProviderResponse {
 
 /// A ledger debit written in the same transaction as its record, so there is never a charge
 /// without a record nor a record charged twice.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Charge {
     pub account_id: String,
     pub key_hash: String,
     pub amount: Money,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct GenerationRecord {
     /// `gen-...`
     pub id: String,

@@ -140,7 +140,7 @@ impl Gateway {
         let config = dir.path().join("llmux.toml");
         let database = test_database(dir.path()).await;
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndatabase = \"{database}\"\n{server_extra}\n\n{rest}"
+            "[server]\nlisten = \"127.0.0.1:0\"\ndatabase = \"{database}\"\ndata_dir = \"data\"\n{server_extra}\n\n{rest}"
         );
         std::fs::write(&config, text).unwrap();
         let env: Vec<(String, String)> = env

@@ -1,4 +1,5 @@
-//! A graceful shutdown writes every pending generation record.
+//! A graceful shutdown writes every pending generation record; a crash loses none either
+//! (the spool keeps them until they are written).
 
 use serde_json::json;
 
@@ -39,4 +40,78 @@ async fn sigterm_flushes_pending_records() {
     // Every record's charge is in the ledger: the balance is the credits minus their sum.
     let balance = store.balance(&key.account).await.unwrap();
     assert!(balance < llmux::money::Money::parse_usd("1").unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_loses_no_answered_record() {
+    let sim = sim().await;
+    let rest = format!(
+        "{}{}",
+        provider("simco", &format!("{}/v1", sim.base_url()), ""),
+        endpoint("deepseek/deepseek-v3.2", "simco", "ok", "0.28", "0.42", "")
+    );
+    // Nothing is written to the database during the test: only the spool keeps the records.
+    let mut gw = Gateway::start(
+        "",
+        &format!("[metering]\nflush_interval_ms = 600000\n\n{rest}"),
+    )
+    .await;
+    let key = gw.create_key("t", Some("1"));
+    let mut ids = Vec::new();
+    let mut spent = rust_decimal::Decimal::ZERO;
+    for i in 0..30 {
+        let r = gw
+            .post(
+                "/api/v1/chat/completions",
+                &key.key,
+                &json!({"model": "deepseek/deepseek-v3.2", "stream": i % 3 == 0, "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        ids.push(r.headers()["x-generation-id"].to_str().unwrap().to_string());
+        spent += dec(&raw_number(&r.text().await.unwrap(), "cost"));
+    }
+    gw.kill9();
+    let store = llmux::storage::Store::open(&gw.db_url()).await.unwrap();
+    assert_eq!(
+        store.generation_count().await.unwrap(),
+        0,
+        "nothing was written before the kill"
+    );
+    store.close().await;
+
+    gw.restart().await;
+    for id in &ids {
+        let r = gw
+            .get(&format!("/api/v1/generation?id={id}"), &key.key)
+            .await;
+        assert_eq!(r.status(), 200, "{id} survived the kill");
+    }
+    let k: serde_json::Value = gw
+        .get("/api/v1/credits", &key.key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        dec(k["data"]["balance"].as_str().unwrap()),
+        dec("1") - spent,
+        "{k}"
+    );
+    let audit: serde_json::Value =
+        serde_json::from_slice(&gw.cli(&["ledger", "verify", "--json"]).stdout).unwrap();
+    assert_eq!(audit["clean"], true, "{audit}");
+    assert_eq!(audit["records"], ids.len());
+    // Replayed once: a second crash and start change nothing.
+    gw.kill9();
+    gw.restart().await;
+    let audit: serde_json::Value =
+        serde_json::from_slice(&gw.cli(&["ledger", "verify", "--json"]).stdout).unwrap();
+    assert_eq!(audit["records"], ids.len());
+    let out = gw.cli(&["rollups", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
