@@ -101,22 +101,23 @@ impl Spool {
             s.current += 1;
         }
         let current = s.current;
-        if !s.segments.contains_key(&current) {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(segment_path(&self.dir, current))?;
-            s.segments.insert(
-                current,
-                Segment {
-                    file: Some(file),
-                    appended: 0,
-                    written: 0,
-                },
-            );
+        let fresh = !s.segments.contains_key(&current);
+        if fresh {
             s.opened_at = Instant::now();
         }
-        let seg = s.segments.get_mut(&current).expect("just inserted");
+        let seg = match s.segments.entry(current) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(Segment {
+                file: Some(
+                    OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(segment_path(&self.dir, current))?,
+                ),
+                appended: 0,
+                written: 0,
+            }),
+        };
         seg.file
             .as_mut()
             .expect("the current segment is open")
