@@ -105,6 +105,19 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
         false => None,
     };
     let billing = Billing::new(store.clone(), node.clone(), sealer).await?;
+    // Partitions ahead of time and retention, hourly (on PostgreSQL also at every open).
+    {
+        let (store, retention) = (store.clone(), config.metering.retention_days);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                if let Err(e) = store.maintain_generations(retention).await {
+                    tracing::warn!("maintaining generation records: {e:#}");
+                }
+            }
+        });
+    }
     billing.spawn_sync();
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let (meter, writer) = Meter::start(

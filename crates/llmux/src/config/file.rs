@@ -57,6 +57,9 @@ pub struct MeteringSection {
     /// Append every record to a local spool (`DATA_DIR/spool`) before answering, so a crash
     /// loses none (default true).
     pub spool: Option<bool>,
+    /// Days raw generation records are kept (default: forever). Rollups, and so rankings and
+    /// activity, keep their history; PostgreSQL drops whole monthly partitions.
+    pub retention_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

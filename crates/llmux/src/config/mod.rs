@@ -71,6 +71,8 @@ pub struct MeteringSettings {
     pub max_pending: usize,
     /// Keep a crash-safe local copy of records until they are written.
     pub spool: bool,
+    /// Days raw records are kept (None: forever).
+    pub retention_days: Option<u32>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -135,6 +137,7 @@ impl Config {
             batch_size: m.batch_size.unwrap_or(1000).max(1),
             max_pending: m.max_pending.unwrap_or(200_000).max(1),
             spool: m.spool.unwrap_or(true),
+            retention_days: m.retention_days,
         };
         if metering.flush_interval.is_zero() {
             bail!("metering.flush_interval_ms must be positive");

@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, flag, placeholders};
+use super::{Backend, Store, flag, placeholders};
 use crate::metering::rollup::{Deltas, Privacy};
 use crate::metering::{GenerationRecord, ProviderResponse};
 use crate::money::Money;
@@ -142,9 +142,14 @@ impl Store {
         let mut new = 0u64;
         for chunk in batch.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
-                "INSERT INTO generations ({}) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
+                "INSERT INTO generations ({}) VALUES {} ON CONFLICT ({}) DO NOTHING RETURNING id",
                 COLUMNS.join(", "),
-                placeholders(self.backend(), chunk.len(), COLUMNS.len())
+                placeholders(self.backend(), chunk.len(), COLUMNS.len()),
+                // PostgreSQL's key includes the partition column.
+                match self.backend() {
+                    Backend::Sqlite => "id",
+                    Backend::Postgres => "id, created_at",
+                }
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for g in chunk {

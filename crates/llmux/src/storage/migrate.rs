@@ -27,6 +27,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0003_rollups.sql"),
         postgres: include_str!("migrations/postgres/0003_rollups.sql"),
     },
+    Migration {
+        version: 4,
+        sqlite: include_str!("migrations/sqlite/0004_partitions.sql"),
+        postgres: include_str!("migrations/postgres/0004_partitions.sql"),
+    },
 ];
 
 pub(super) async fn apply(store: &Store) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@ mod byok;
 mod generations;
 mod ledger;
 mod migrate;
+mod retention;
 mod rollups;
 mod usage;
 
@@ -79,6 +80,8 @@ impl Store {
             .with_context(|| format!("connecting to {}", redact(&url)))?;
         let store = Store { pool, backend };
         migrate::apply(&store).await?;
+        // This month's and the coming months' partitions exist before anything is written.
+        store.maintain_generations(None).await?;
         Ok(store)
     }
 

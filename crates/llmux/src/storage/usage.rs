@@ -67,7 +67,9 @@ impl Store {
             records: count("SELECT CAST(COUNT(*) AS BIGINT) FROM generations").await?,
             charges: count("SELECT CAST(COUNT(*) AS BIGINT) FROM ledger WHERE kind = 'charge'").await?,
             charges_without_record: count(
+                // Charges older than every record kept went with their records (retention).
                 "SELECT CAST(COUNT(*) AS BIGINT) FROM ledger l WHERE l.kind = 'charge' \
+                 AND l.created_at >= (SELECT COALESCE(MIN(created_at), 0) FROM generations) \
                  AND NOT EXISTS (SELECT 1 FROM generations g WHERE g.id = l.generation_id)",
             )
             .await?,

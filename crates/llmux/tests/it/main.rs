@@ -13,4 +13,5 @@ mod protocols;
 mod rankings;
 mod routing;
 mod shutdown;
+mod storage;
 mod translation;
