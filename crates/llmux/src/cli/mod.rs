@@ -5,6 +5,7 @@
 mod accounts;
 mod analytics;
 mod keys;
+mod migrate;
 mod serve;
 mod sim;
 
@@ -58,6 +59,9 @@ pub enum Command {
     Rollups(analytics::RollupsCommand),
     /// An account's or key's spend, tokens and requests.
     Activity(analytics::ActivityArgs),
+    /// Apply schema migrations, or move an installation to another database
+    /// (`--from sqlite://... --to postgres://...`), verified by counts and balances.
+    Migrate(migrate::MigrateArgs),
     /// Send a demo workload (many models, apps and keys) through a running gateway.
     DemoTraffic(analytics::DemoTrafficArgs),
     /// Run a simulated provider (OpenAI protocol) for tests, benchmarks and demos.
@@ -108,6 +112,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Activity(args) => {
             analytics::activity(&load(&cli.config, &cli.database)?, args).await
         }
+        Command::Migrate(args) => migrate::run(&load(&cli.config, &cli.database)?, args).await,
         Command::DemoTraffic(args) => analytics::demo_traffic(args).await,
         Command::Sim(args) => sim::run(args).await,
     }

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod byok;
+pub mod copy;
 mod generations;
 mod ledger;
 mod migrate;

@@ -40,15 +40,15 @@ impl Store {
         let now = crate::clock::now_ms();
         if self.backend() == Backend::Postgres {
             // Months that have rows in the default partition get their own partition too.
-            let stray: Vec<i64> =
-                sqlx::query("SELECT DISTINCT created_at FROM generations_default LIMIT 100000")
-                    .fetch_all(self.pool())
-                    .await?
-                    .iter()
-                    .map(|r| r.try_get::<i64, _>(0))
-                    .collect::<Result<_, _>>()?;
-            let mut months: std::collections::BTreeSet<i64> =
-                stray.into_iter().map(|t| month_start(t, 0)).collect();
+            let mut months: std::collections::BTreeSet<i64> = sqlx::query(
+                "SELECT DISTINCT CAST(EXTRACT(EPOCH FROM date_trunc('month', to_timestamp(created_at / 1000.0) \
+                 AT TIME ZONE 'UTC')) * 1000 AS BIGINT) FROM generations_default",
+            )
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0))
+            .collect::<Result<_, _>>()?;
             for offset in -1..=MONTHS_AHEAD {
                 months.insert(month_start(now, offset));
             }

@@ -135,10 +135,26 @@ impl Gateway {
         Self::start_with_env(server_extra, rest, &[]).await
     }
 
+    /// Start on SQLite even when the suite runs on PostgreSQL.
+    pub async fn start_sqlite(server_extra: &str, rest: &str) -> Gateway {
+        Self::start_on("sqlite://llmux.db", server_extra, rest, &[]).await
+    }
+
     pub async fn start_with_env(server_extra: &str, rest: &str, env: &[(&str, &str)]) -> Gateway {
+        let database = test_database().await;
+        Self::start_on(&database, server_extra, rest, env).await
+    }
+
+    /// Start on `database` (`sqlite://llmux.db` is the test's own directory).
+    pub async fn start_on(
+        database: &str,
+        server_extra: &str,
+        rest: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
+        let database = database.to_string();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("llmux.toml");
-        let database = test_database(dir.path()).await;
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ndatabase = \"{database}\"\ndata_dir = \"data\"\n{server_extra}\n\n{rest}"
         );
@@ -270,48 +286,75 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if let Some((server, name)) = self.database.rsplit_once('/')
-            && self.database.starts_with("postgres")
-        {
-            let admin = format!("{server}/postgres");
-            let name = name.to_string();
-            // Drop runs inside the test's runtime: a thread of its own does the async work.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
-                        let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&pool).await;
-                        pool.close().await;
-                    }
-                });
-            })
-            .join();
+        if self.database.starts_with("postgres") {
+            drop_postgres_database(&self.database);
         }
     }
 }
 
-/// The database a test gateway uses: a SQLite file in its directory, or, when
-/// `LLMUX_TEST_POSTGRES` names a server (`postgres://user@host:port`), a fresh database there
-/// (dropped with the gateway).
-async fn test_database(_dir: &std::path::Path) -> String {
-    let Ok(server) = std::env::var("LLMUX_TEST_POSTGRES") else {
-        return "sqlite://llmux.db".to_string();
-    };
-    let server = server.trim_end_matches('/').to_string();
+/// The PostgreSQL server tests that need one use: `LLMUX_TEST_POSTGRES`, else the local
+/// default when something listens there. None (the test says it skips) unless
+/// `LLMUX_REQUIRE_SERVICES=1`, where a missing server fails the test.
+pub fn postgres_server() -> Option<String> {
+    let set = std::env::var("LLMUX_TEST_POSTGRES").ok();
+    let reachable = set.is_some() || std::net::TcpStream::connect("127.0.0.1:5432").is_ok();
+    if !reachable {
+        assert!(
+            std::env::var("LLMUX_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "LLMUX_REQUIRE_SERVICES=1 but no PostgreSQL on 127.0.0.1:5432"
+        );
+        eprintln!("skipped: needs PostgreSQL (127.0.0.1:5432 or LLMUX_TEST_POSTGRES)");
+        return None;
+    }
+    let server = set.unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".to_string());
+    Some(server.trim_end_matches('/').to_string())
+}
+
+/// A new, empty PostgreSQL database on `server`; its URL.
+pub async fn create_postgres_database(server: &str) -> String {
     let name = format!("llmux_test_{:016x}", rand::random::<u64>());
     let pool = sqlx::PgPool::connect(&format!("{server}/postgres"))
         .await
-        .unwrap_or_else(|e| panic!("LLMUX_TEST_POSTGRES={server}: {e}"));
+        .unwrap_or_else(|e| panic!("{server}: {e}"));
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&pool)
         .await
         .unwrap();
     pool.close().await;
     format!("{server}/{name}")
+}
+
+/// Drop a database made by [`create_postgres_database`] (from any context: a thread of its
+/// own does the async work, so this works inside a test's runtime and in `Drop`).
+pub fn drop_postgres_database(url: &str) {
+    let Some((server, name)) = url.rsplit_once('/') else {
+        return;
+    };
+    let (admin, name) = (format!("{server}/postgres"), name.to_string());
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
+                let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&pool).await;
+                pool.close().await;
+            }
+        });
+    })
+    .join();
+}
+
+/// The database a test gateway uses: a SQLite file in its directory, or, when
+/// `LLMUX_TEST_POSTGRES` names a server (`postgres://user@host:port`), a fresh database there
+/// (dropped with the gateway).
+async fn test_database() -> String {
+    match std::env::var("LLMUX_TEST_POSTGRES") {
+        Ok(server) => create_postgres_database(server.trim_end_matches('/')).await,
+        Err(_) => "sqlite://llmux.db".to_string(),
+    }
 }
 
 /// Parse an SSE body into its `data:` payloads.

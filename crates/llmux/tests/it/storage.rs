@@ -131,3 +131,132 @@ async fn retention_drops_old_records_and_keeps_rollups_and_books() {
         "charges of removed records still count: {k}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_moves_a_sqlite_installation_to_postgresql() {
+    let Some(server) = postgres_server() else {
+        return;
+    };
+    let sim = sim().await;
+    let rest = provider("simco", &format!("{}/v1", sim.base_url()), "")
+        + &endpoint(
+            "deepseek/deepseek-v3.2",
+            "simco",
+            "d+tokens=6",
+            "0.28",
+            "0.42",
+            "",
+        )
+        + &endpoint("z-ai/glm-5", "simco", "g+tokens=9", "1", "3.2", "");
+    let mut gw = Gateway::start_sqlite("", &rest).await;
+    let alice = gw.create_key("alice", Some("3"));
+    let bob = gw.create_key("bob", None);
+    let out = gw.cli(&["credits", "add", &alice.account, "2", "--note", "top-up"]);
+    assert!(out.status.success());
+    let mut ids = Vec::new();
+    for (i, model) in ["deepseek/deepseek-v3.2", "z-ai/glm-5"]
+        .iter()
+        .cycle()
+        .take(12)
+        .enumerate()
+    {
+        let key = if i % 3 == 0 { &bob } else { &alice };
+        let r = gw
+            .http
+            .post(gw.url("/api/v1/chat/completions"))
+            .bearer_auth(&key.key)
+            .header("HTTP-Referer", "https://moving.example")
+            .json(&json!({"model": model, "stream": i % 2 == 0, "messages": [{"role": "user", "content": "move me"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        ids.push((
+            r.headers()["x-generation-id"].to_str().unwrap().to_string(),
+            key.key.clone(),
+        ));
+        let _ = r.text().await;
+    }
+    gw.terminate();
+    let get_all = |gw: &Gateway| {
+        let (http, base, a, b) = (
+            gw.http.clone(),
+            gw.base.clone(),
+            alice.key.clone(),
+            bob.key.clone(),
+        );
+        async move {
+            let mut out = Vec::new();
+            for (path, key) in [
+                ("/api/v1/rankings?period=day&weeks=1&by=model", &a),
+                ("/api/v1/rankings?period=day&weeks=1&by=app", &a),
+                ("/api/v1/credits", &a),
+                ("/api/v1/credits", &b),
+                ("/api/v1/key", &b),
+            ] {
+                let v: Value = http
+                    .get(format!("{base}{path}"))
+                    .bearer_auth(key)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                out.push(v);
+            }
+            out
+        }
+    };
+    gw.restart().await;
+    let before = get_all(&gw).await;
+    gw.terminate();
+
+    let target = create_postgres_database(&server).await;
+    let from = gw.db_url();
+    let out = gw.cli(&["migrate", "--from", &from, "--to", &target]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("generations      12 rows") && text.contains("the destination matches"),
+        "{text}"
+    );
+    // A second copy into the now populated database is refused.
+    let again = gw.cli(&["migrate", "--from", &from, "--to", &target]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+
+    // The same installation, now on PostgreSQL: keys, balances, records, rankings, books.
+    let config = std::fs::read_to_string(&gw.config).unwrap();
+    std::fs::write(&gw.config, config.replace("sqlite://llmux.db", &target)).unwrap();
+    gw.restart().await;
+    let mut after = get_all(&gw).await;
+    // `/key` reports usage to the millisecond of the request; the rest is identical.
+    for v in [&mut after[4]] {
+        v["data"]
+            .as_object_mut()
+            .unwrap()
+            .retain(|k, _| !k.starts_with("rate_limit"));
+    }
+    assert_eq!(before[..4], after[..4]);
+    assert_eq!(before[4]["data"]["usage"], after[4]["data"]["usage"]);
+    for (id, key) in &ids {
+        let r = gw.get(&format!("/api/v1/generation?id={id}"), key).await;
+        assert_eq!(r.status(), 200, "{id}");
+    }
+    let audit: Value =
+        serde_json::from_slice(&gw.cli(&["ledger", "verify", "--json"]).stdout).unwrap();
+    assert_eq!(audit["clean"], true, "{audit}");
+    assert_eq!(audit["records"], 12);
+    // New traffic lands next to the moved records.
+    let r = gw
+        .post("/api/v1/chat/completions", &alice.key, &json!({"model": "z-ai/glm-5", "messages": [{"role": "user", "content": "hello again"}]}))
+        .await;
+    assert_eq!(r.status(), 200);
+    gw.terminate();
+    drop_postgres_database(&target);
+}
