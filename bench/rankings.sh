@@ -29,9 +29,9 @@ port=18471
 # Two servers on the same database: one computing every answer (the cost of a query), one
 # with the default short-lived answer cache (what repeated reads cost).
 printf '[rankings]\ncache_secs = 0\n' > bench/data/uncached.toml
-LLMUX_LOG=warn "$bin/llmux" serve --config bench/data/uncached.toml --database "sqlite://$PWD/$db" --listen "127.0.0.1:$port" >/dev/null &
+LLMUX_DATA_DIR=bench/data/uncached LLMUX_LOG=warn "$bin/llmux" serve --config bench/data/uncached.toml --database "sqlite://$PWD/$db" --listen "127.0.0.1:$port" >/dev/null &
 uncached=$!
-LLMUX_LOG=warn "$bin/llmux" serve --database "sqlite://$PWD/$db" --listen "127.0.0.1:$((port + 1))" >/dev/null &
+LLMUX_DATA_DIR=bench/data/cached LLMUX_LOG=warn "$bin/llmux" serve --database "sqlite://$PWD/$db" --listen "127.0.0.1:$((port + 1))" >/dev/null &
 cached=$!
 trap 'kill $uncached $cached 2>/dev/null || true' EXIT
 for p in $port $((port + 1)); do

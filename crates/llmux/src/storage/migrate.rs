@@ -35,12 +35,29 @@ const MIGRATIONS: &[Migration] = &[
 ];
 
 pub(super) async fn apply(store: &Store) -> anyhow::Result<()> {
-    let pool = store.pool();
+    // One connection for the whole run; on PostgreSQL it holds an advisory lock, so nodes
+    // starting together on one database migrate one after the other.
+    let mut conn = store.pool().acquire().await?;
+    if store.backend() == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_lock(7140411)")
+            .execute(&mut *conn)
+            .await?;
+    }
+    let result = apply_on(store.backend(), &mut conn).await;
+    if store.backend() == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_unlock(7140411)")
+            .execute(&mut *conn)
+            .await?;
+    }
+    result
+}
+
+async fn apply_on(backend: Backend, conn: &mut sqlx::AnyConnection) -> anyhow::Result<()> {
     sqlx::query("CREATE TABLE IF NOT EXISTS llmux_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-        .execute(pool)
+        .execute(&mut *conn)
         .await?;
     let applied: Vec<i64> = sqlx::query("SELECT version FROM llmux_schema")
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?
         .iter()
         .map(|r| r.try_get::<i64, _>(0))
@@ -49,17 +66,27 @@ pub(super) async fn apply(store: &Store) -> anyhow::Result<()> {
         if applied.contains(&m.version) {
             continue;
         }
-        let sql = match store.backend() {
+        let sql = match backend {
             Backend::Sqlite => m.sqlite,
             Backend::Postgres => m.postgres,
         };
-        let mut tx = pool.begin().await?;
+        // Claim the version first: a node starting at the same moment waits on this row
+        // until the other's migration commits, then finds it applied (or, if it failed, takes
+        // over). Several nodes can start together on one database.
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let claimed = sqlx::query(
+            "INSERT INTO llmux_schema (version, applied_at) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING",
+        )
+        .bind(m.version)
+        .bind(crate::clock::now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            tx.rollback().await?;
+            continue;
+        }
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO llmux_schema (version, applied_at) VALUES ($1, $2)")
-            .bind(m.version)
-            .bind(crate::clock::now_ms())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

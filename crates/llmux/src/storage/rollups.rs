@@ -185,6 +185,36 @@ const SUMMED: &str = "CAST(SUM(requests) AS BIGINT), CAST(SUM(tokens_prompt) AS 
      CAST(SUM(tokens_completion) AS BIGINT), CAST(SUM(tokens_reasoning) AS BIGINT), \
      CAST(SUM(tokens_cached) AS BIGINT), CAST(SUM(cost) AS BIGINT)";
 
+/// Separators of packed pairs: ASCII record and unit separators, which neither model ids nor
+/// HTTP header values (app identities) can hold.
+const PAIR_SEP: char = '\u{1e}';
+const ITEM_SEP: char = '\u{1f}';
+
+/// The SQL aggregate packing `key` and `value` of a group's rows into one string.
+fn pack(backend: Backend, key: &str, value: &str) -> String {
+    match backend {
+        Backend::Sqlite => {
+            format!("group_concat({key} || char(30) || CAST({value} AS TEXT), char(31))")
+        }
+        Backend::Postgres => {
+            format!("string_agg({key} || chr(30) || CAST({value} AS TEXT), chr(31))")
+        }
+    }
+}
+
+fn unpack(packed: &str) -> anyhow::Result<Vec<(String, i64)>> {
+    packed
+        .split(ITEM_SEP)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let (k, v) = item
+                .rsplit_once(PAIR_SEP)
+                .ok_or_else(|| anyhow::anyhow!("malformed packed rollup row"))?;
+            Ok((k.to_string(), v.parse()?))
+        })
+        .collect()
+}
+
 /// What a token query groups by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokensBy {
@@ -241,10 +271,15 @@ impl Store {
         to: i64,
     ) -> anyhow::Result<Vec<(i64, String, i64)>> {
         let (table, col) = by.source();
+        // One row per bucket, its (key, tokens) pairs packed into one string: the driver's
+        // cost is per row, and a year of daily buckets has hundreds of thousands of pairs.
         let sql = format!(
-            "SELECT start, {col}, CAST(SUM(tokens_prompt + tokens_completion) AS BIGINT) FROM {table} \
-             WHERE period = $1 AND start >= $2 AND start < $3 AND public = 1 \
-             GROUP BY start, {col} HAVING SUM(tokens_prompt + tokens_completion) > 0"
+            "SELECT start, {} FROM ( \
+               SELECT start, {col} AS k, CAST(SUM(tokens_prompt + tokens_completion) AS BIGINT) AS tokens \
+               FROM {table} WHERE period = $1 AND start >= $2 AND start < $3 AND public = 1 \
+               GROUP BY start, {col} HAVING SUM(tokens_prompt + tokens_completion) > 0) AS per_key \
+             GROUP BY start",
+            pack(self.backend(), "k", "tokens")
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(period.name())
@@ -252,9 +287,15 @@ impl Store {
             .bind(to)
             .fetch_all(self.pool())
             .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-            .collect()
+        let mut out = Vec::new();
+        for r in &rows {
+            let start: i64 = r.try_get(0)?;
+            let packed: String = r.try_get(1)?;
+            for (key, tokens) in unpack(&packed)? {
+                out.push((start, key, tokens));
+            }
+        }
+        Ok(out)
     }
 
     /// Public tokens and requests per `by` key over buckets of `period` starting in
@@ -291,32 +332,33 @@ impl Store {
         to: i64,
         n: i64,
     ) -> anyhow::Result<Vec<(i64, String, i64, i64)>> {
-        let rows = sqlx::query(
-            "SELECT start, model, tokens, total FROM ( \
+        let sql = format!(
+            "SELECT start, MAX(total), {} FROM ( \
                SELECT start, model, tokens, \
                       ROW_NUMBER() OVER (PARTITION BY start ORDER BY tokens DESC, model) AS place, \
                       CAST(SUM(tokens) OVER (PARTITION BY start) AS BIGINT) AS total \
                FROM (SELECT start, model, CAST(SUM(tokens_prompt + tokens_completion) AS BIGINT) AS tokens \
                      FROM rollup_models WHERE period = $1 AND start >= $2 AND start < $3 AND public = 1 \
                      GROUP BY start, model HAVING SUM(tokens_prompt + tokens_completion) > 0) AS per_model \
-             ) AS ranked WHERE place <= $4 ORDER BY start, place",
-        )
-        .bind(period.name())
-        .bind(from)
-        .bind(to)
-        .bind(n)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get(0)?,
-                    r.try_get(1)?,
-                    r.try_get(2)?,
-                    r.try_get::<i64, _>(3)?,
-                ))
-            })
-            .collect()
+             ) AS ranked WHERE place <= $4 GROUP BY start ORDER BY start",
+            pack(self.backend(), "model", "tokens")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(period.name())
+            .bind(from)
+            .bind(to)
+            .bind(n)
+            .fetch_all(self.pool())
+            .await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let start: i64 = r.try_get(0)?;
+            let total: i64 = r.try_get(1)?;
+            let mut models = unpack(&r.try_get::<String, _>(2)?)?;
+            models.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            out.extend(models.into_iter().map(|(m, t)| (start, m, t, total)));
+        }
+        Ok(out)
     }
 
     /// Every sum of public traffic per model over buckets of `period` in `[from, to)`.
