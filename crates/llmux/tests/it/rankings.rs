@@ -996,3 +996,154 @@ fn tokens_in_records(gw: &Gateway) -> i64 {
         })
     })
 }
+
+/// Poll `url` until `done` holds on its JSON (or fail after `secs`).
+async fn wait_for(url: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let v: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        if done(&v) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{url}: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+fn groups(v: &Value) -> usize {
+    v["data"]["groups"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_traffic_fills_the_rankings() {
+    // `llmux demo-traffic` against a gateway: many models, apps and keys.
+    let sim = sim().await;
+    let mut rest = "[rankings]\ncache_secs = 0\n\n".to_string()
+        + &provider("simco", &format!("{}/v1", sim.base_url()), "");
+    for (m, up) in [
+        ("minimax/minimax-m2.5", "a"),
+        ("moonshotai/kimi-k2.5", "b"),
+        ("z-ai/glm-5", "c"),
+        ("deepseek/deepseek-v3.2", "d"),
+    ] {
+        rest += &endpoint(m, "simco", up, "1", "2", "");
+    }
+    let gw = Gateway::start("", &rest).await;
+    let (a, b) = (gw.create_key("team-a", None), gw.create_key("team-b", None));
+    let out = gw.cli(&[
+        "demo-traffic",
+        "--url",
+        &gw.base,
+        "--key",
+        &a.key,
+        "--key",
+        &b.key,
+        "--rps",
+        "60",
+        "--minutes",
+        "0.05",
+        "--seed",
+        "3",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answered: u64 = text
+        .split("requests: ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(answered >= 30, "{text}");
+    let apps = wait_for(
+        &gw.url("/api/v1/rankings?period=day&weeks=1&by=app"),
+        10,
+        |v| groups(v) >= 3,
+    )
+    .await;
+    assert!(groups(&apps) >= 3, "{apps}");
+    let models = wait_for(
+        &gw.url("/api/v1/rankings?period=day&weeks=1&by=model"),
+        10,
+        |v| groups(v) >= 4,
+    )
+    .await;
+    assert_eq!(
+        groups(&models),
+        4,
+        "only the gateway's models answer: {models}"
+    );
+
+    // `serve --demo` runs the same workload through itself in the background.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--demo",
+            "--demo-rps",
+            "40",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("LLMUX_DATA_DIR", dir.path())
+        .env("LLMUX_LOG", "warn")
+        .env_remove("LLMUX_CONFIG")
+        .env_remove("LLMUX_DATABASE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // Read the address, then keep draining what the server prints.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(url) = line.strip_prefix("llmux listening on ") {
+                let _ = tx.send(url.to_string());
+            }
+        }
+    });
+    let base = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+    // Ranking answers are kept 15 s by default: ask for a fresh window each time.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut seen = (0, 0);
+    while std::time::Instant::now() < deadline && (seen.0 < 5 || seen.1 < 3) {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let nonce = std::time::Instant::now().elapsed().as_nanos() + rand::random::<u32>() as u128;
+        let m: Value = reqwest::get(format!(
+            "{base}/api/v1/rankings?period=day&weeks=1&by=model&n={nonce}"
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        let a: Value = reqwest::get(format!(
+            "{base}/api/v1/rankings?period=day&weeks=1&by=app&n={nonce}"
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        seen = (groups(&m), groups(&a));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.0 >= 5 && seen.1 >= 3,
+        "demo traffic reached {} models and {} apps",
+        seen.0,
+        seen.1
+    );
+}
