@@ -105,7 +105,8 @@ provider = "sim"
 upstream_model = "kimi-k2.5+ttft=20+tps=0.5+tokens=60"
 pricing = { prompt = "0.5", completion = "2.5" }
 CONF
-key=$("$bin/llmux" keys create --name bench --config "$work/llmux.toml" --json | sed -n 's/.*"key":"\([^"]*\)".*/\1/p')
+key=$("$bin/llmux" keys create --name bench --config "$work/llmux.toml" --json | sed -n 's/^ *"key": *"\([^"]*\)".*/\1/p')
+[ -n "$key" ] || { echo "could not create a key"; exit 1; }
 LLMUX_LOG=warn "$bin/llmux" serve --config "$work/llmux.toml" >/dev/null 2>"$work/llmux.log" &
 llmux_pid=$!
 pids+=($llmux_pid)
@@ -135,7 +136,9 @@ us() { # wrk duration (e.g. 86.00us, 1.20ms, 2.01s) in microseconds
         if (u == "us") print n; else if (u == "ms") print n * 1000; else if (u == "s") print n * 1000000; else print n }'
 }
 
-echo "warming up"; wrk -t1 -c8 -d2s -s bench/gateway/post.lua "http://127.0.0.1:$llmux_port/api/v1/chat/completions" >/dev/null
+# Warm up on another model, so the record count below is of measured requests only.
+echo "warming up"
+WRK_MODEL=deepseek/deepseek-v3.2 wrk -t1 -c8 -d2s -s bench/gateway/post.lua "http://127.0.0.1:$llmux_port/api/v1/chat/completions" >/dev/null
 for c in "${conns[@]}"; do
     run direct "http://127.0.0.1:$static_port/v1/chat/completions" "$c"
     run nginx "http://127.0.0.1:$proxy_port/v1/chat/completions" "$c"
@@ -171,6 +174,7 @@ kill -TERM "$llmux_pid"; wait "$llmux_pid" 2>/dev/null || true
 records=$(sqlite3 "$work/llmux.db" "SELECT COUNT(*) FROM generations WHERE model = 'openai/gpt-4o-mini' AND status = 200 AND cancelled = 0")
 echo
 echo "answered by llmux (wrk): $answered; generation records of answered requests: $records"
+echo "(wrk stops counting at its deadline: requests answered in the last instant of each run are recorded but not counted, at most one per connection)"
 [ "$records" -ge "$answered" ] || { echo "records are missing"; exit 1; }
 
 echo

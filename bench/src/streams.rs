@@ -162,7 +162,11 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         .tcp_nodelay(true)
         .pool_max_idle_per_host(0)
         .build()?;
-    for _ in 0..a.streams {
+    for i in 0..a.streams {
+        // Open them in waves (a thousand per 100 ms), as clients arrive, not in one burst.
+        if i > 0 && i % 1000 == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let (client, url, key, opened, failed) = (
             slow.clone(),
             via.clone(),
@@ -183,8 +187,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                         }
                     }
                 }
-                _ => {
+                Ok(r) => {
                     failed.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("slow stream refused: {}", r.status());
+                }
+                Err(e) => {
+                    if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                        eprintln!("slow stream failed: {e}");
+                    }
                 }
             }
         }));

@@ -351,7 +351,15 @@ impl SimHandle {
 
 /// Bind `addr` and serve in the background.
 pub async fn spawn(addr: SocketAddr, config: SimConfig) -> std::io::Result<SimHandle> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    // A deep accept queue: benchmarks open thousands of connections at once.
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(8192)?;
     let addr = listener.local_addr()?;
     let state = SimState::new(config);
     let app = router(state.clone());

@@ -78,6 +78,20 @@ async fn replay_spool(
     Ok(())
 }
 
+/// Bind with a deep accept queue: a burst of new connections (thousands of clients opening
+/// streams at once) waits in the kernel instead of being refused. The kernel caps it at
+/// `net.core.somaxconn`.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(8192)
+}
+
 pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<()> {
     let store = Store::open(&config.database_url).await?;
     let demo_providers = if demo {
@@ -136,7 +150,7 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
         false => None,
     };
     let rankings_cache_ttl = config.rankings_cache;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = listen(config.listen)?;
     let addr = listener.local_addr()?;
     let routable = catalog.routable_models().count();
     let gw = Arc::new(Gateway {

@@ -126,7 +126,22 @@ struct State {
     backoff: Duration,
     probing: bool,
     avoid_until: i64,
+    /// The slow part of the last snapshot (uptimes, percentiles) and when it was taken:
+    /// figures over minutes and hours need not be recomputed for every request.
+    figures: Option<(i64, Figures)>,
 }
+
+/// A snapshot's figures over long windows, reused for [`FIGURES_TTL_MS`].
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    uptime_5m: Option<f64>,
+    uptime_30m: Option<f64>,
+    uptime_1d: Option<f64>,
+    latency_30m: Option<Percentiles>,
+    throughput_30m: Option<Percentiles>,
+}
+
+const FIGURES_TTL_MS: i64 = 1000;
 
 impl Default for State {
     fn default() -> Self {
@@ -140,6 +155,7 @@ impl Default for State {
             backoff: Duration::ZERO,
             probing: false,
             avoid_until: 0,
+            figures: None,
         }
     }
 }
@@ -152,7 +168,8 @@ pub struct EndpointHealth {
 
 /// The health of every endpoint, keyed by provider slug and model id.
 pub struct Health {
-    endpoints: RwLock<HashMap<(String, String), Arc<EndpointHealth>>>,
+    /// provider slug → model id → health (looked up by `&str`, without allocating).
+    endpoints: RwLock<HashMap<String, HashMap<String, Arc<EndpointHealth>>>>,
     settings: RouterSettings,
 }
 
@@ -165,11 +182,21 @@ impl Health {
     }
 
     pub fn of(&self, provider: &str, model: &str) -> Arc<EndpointHealth> {
-        let key = (provider.to_string(), model.to_string());
-        if let Some(h) = self.endpoints.read().get(&key) {
+        if let Some(h) = self
+            .endpoints
+            .read()
+            .get(provider)
+            .and_then(|m| m.get(model))
+        {
             return h.clone();
         }
-        self.endpoints.write().entry(key).or_default().clone()
+        self.endpoints
+            .write()
+            .entry(provider.to_string())
+            .or_default()
+            .entry(model.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Every endpoint seen so far, for metrics.
@@ -177,7 +204,11 @@ impl Health {
         self.endpoints
             .read()
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .flat_map(|(p, models)| {
+                models
+                    .iter()
+                    .map(|(m, h)| ((p.clone(), m.clone()), h.clone()))
+            })
             .collect()
     }
 
@@ -199,6 +230,11 @@ impl Health {
 impl EndpointHealth {
     pub fn record(&self, o: Outcome, now: i64, settings: &RouterSettings) {
         let mut s = self.state.lock();
+        // Failures, and the first samples of a new endpoint, show at once; with a hundred
+        // samples, one more barely moves a percentile and the figures follow within a second.
+        if !o.success || s.samples.len() < 100 {
+            s.figures = None;
+        }
         if let Some(ra) = o.retry_after {
             s.avoid_until = s.avoid_until.max(now + ra.as_millis() as i64);
         }
@@ -273,11 +309,6 @@ impl EndpointHealth {
     pub fn snapshot(&self, now: i64, settings: &RouterSettings) -> Snapshot {
         let mut s = self.state.lock();
         let circuit = Self::circuit(&mut s, now);
-        let minute = now.div_euclid(60_000);
-        let uptime = |minutes: i64| {
-            let (ok, failed) = sum(&s.minutes, minute - minutes + 1, minute);
-            (ok + failed > 0).then(|| 100.0 * ok as f64 / (ok + failed) as f64)
-        };
         let second = now.div_euclid(1000);
         let window = settings
             .unstable_window
@@ -286,17 +317,39 @@ impl EndpointHealth {
         let (ok, failed) = sum(&s.seconds, second - window + 1, second);
         // Significant: at least two failures, and at least as many as successes.
         let significant = failed >= 2 && failed >= ok;
-        let since = now - 30 * 60_000;
-        let recent: Vec<&(i64, Option<f64>, Option<f64>)> =
-            s.samples.iter().filter(|x| x.0 >= since).collect();
+        let figures = match s.figures {
+            Some((at, f)) if now - at < FIGURES_TTL_MS && now >= at => f,
+            _ => {
+                let f = Self::figures(&s, now);
+                s.figures = Some((now, f));
+                f
+            }
+        };
         Snapshot {
+            uptime_5m: figures.uptime_5m,
+            uptime_30m: figures.uptime_30m,
+            uptime_1d: figures.uptime_1d,
+            latency_30m: figures.latency_30m,
+            throughput_30m: figures.throughput_30m,
+            stable: !significant && circuit == Circuit::Closed && now >= s.avoid_until,
+            circuit,
+        }
+    }
+
+    fn figures(s: &State, now: i64) -> Figures {
+        let minute = now.div_euclid(60_000);
+        let uptime = |minutes: i64| {
+            let (ok, failed) = sum(&s.minutes, minute - minutes + 1, minute);
+            (ok + failed > 0).then(|| 100.0 * ok as f64 / (ok + failed) as f64)
+        };
+        let since = now - 30 * 60_000;
+        let recent = || s.samples.iter().filter(move |x| x.0 >= since);
+        Figures {
             uptime_5m: uptime(5),
             uptime_30m: uptime(30),
             uptime_1d: uptime(MINUTES_PER_DAY as i64),
-            latency_30m: percentiles(recent.iter().filter_map(|x| x.1).collect()),
-            throughput_30m: percentiles(recent.iter().filter_map(|x| x.2).collect()),
-            stable: !significant && circuit == Circuit::Closed && now >= s.avoid_until,
-            circuit,
+            latency_30m: percentiles(recent().filter_map(|x| x.1).collect()),
+            throughput_30m: percentiles(recent().filter_map(|x| x.2).collect()),
         }
     }
 }
