@@ -33,6 +33,11 @@ trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 static_port=18501; proxy_port=18502; llmux_port=18503; sim_port=18504
+for port in $static_port $proxy_port $llmux_port $sim_port; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "port $port is in use: stop what listens there first"; exit 1
+    fi
+done
 
 # nginx: the static upstream and the reverse proxy in front of it.
 body=$(tr -d '\n' < bench/gateway/upstream.json)
