@@ -10,6 +10,7 @@ pub mod billing;
 pub mod catalog;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod inbound;

@@ -7,12 +7,15 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
 use super::byok::{ByokKey, ByokMode, Sealer};
 use super::keys;
+use crate::cluster::Cluster;
+use crate::cluster::money::{Answer, Ask, HoldKeys, Settlement};
 use crate::money::Money;
 use crate::storage::{KeyRow, LedgerKind, Store};
 
@@ -35,6 +38,8 @@ pub struct Account {
     /// Ledger entries up to this id are already in `book.balance`.
     loaded_through_id: i64,
     byok: RwLock<Vec<Arc<ByokKey>>>,
+    /// Whether this node compared the cluster's credits with the ledger since loading it.
+    cluster_reconciled: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -176,6 +181,9 @@ pub enum ReserveError {
         /// When capacity frees up (Unix ms).
         reset_ms: i64,
     },
+    /// The cluster's shared limits cannot be reached (Redis): refused, never guessed.
+    #[error("Billing is unavailable")]
+    Unavailable,
 }
 
 /// Credits (and key limit) held for one in-flight request. Dropping it without
@@ -186,6 +194,8 @@ pub struct Reservation {
     credits: Money,
     limit_hold: Money,
     open: bool,
+    /// The cluster's copy of the hold (several nodes), settled or released with this one.
+    shared: Option<(Arc<Cluster>, HoldKeys)>,
 }
 
 impl Reservation {
@@ -212,8 +222,42 @@ impl Reservation {
                 .lock()
                 .push_back((crate::clock::now_ms(), tokens));
         }
+        if let Some((cluster, keys)) = self.shared.take() {
+            let settlement = Settlement {
+                credits_held: self.credits,
+                charged,
+                limit_held: self.limit_hold,
+                limit_charged: limit_amount,
+                tokens,
+            };
+            tokio::spawn(settle_shared(cluster, keys, settlement));
+        }
         self.open = false;
     }
+}
+
+/// Settle (or release) a hold in the cluster, retrying for a while: until it is, the
+/// difference stays held (never given away), so a Redis outage errs on the safe side.
+async fn settle_shared(cluster: Arc<Cluster>, keys: HoldKeys, settlement: Settlement) {
+    let mut delay = Duration::from_millis(50);
+    for _ in 0..10 {
+        match cluster
+            .settle(&keys, &settlement, crate::clock::now_ms())
+            .await
+        {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(
+                    "settling a reservation in Redis failed, retrying in {delay:?}: {e:#}"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    tracing::error!(
+        "a reservation could not be settled in Redis; its hold stays until the account is reloaded"
+    );
 }
 
 impl Drop for Reservation {
@@ -224,6 +268,18 @@ impl Drop for Reservation {
             drop(b);
             let mut l = self.usage.limit.lock();
             l.reserved = l.reserved.saturating_sub(self.limit_hold);
+            if let Some((cluster, keys)) = self.shared.take()
+                && let Ok(rt) = tokio::runtime::Handle::try_current()
+            {
+                let release = Settlement {
+                    credits_held: self.credits,
+                    charged: Money::ZERO,
+                    limit_held: self.limit_hold,
+                    limit_charged: Money::ZERO,
+                    tokens: 0,
+                };
+                rt.spawn(settle_shared(cluster, keys, release));
+            }
         }
     }
 }
@@ -243,6 +299,8 @@ pub struct Billing {
     accounts: RwLock<HashMap<String, Arc<Account>>>,
     marks: tokio::sync::Mutex<SyncMarks>,
     load_lock: tokio::sync::Mutex<()>,
+    /// The cluster's Redis, when several nodes share the database.
+    cluster: std::sync::OnceLock<Arc<Cluster>>,
 }
 
 impl Billing {
@@ -266,6 +324,7 @@ impl Billing {
                 last_run: None,
             }),
             load_lock: tokio::sync::Mutex::new(()),
+            cluster: std::sync::OnceLock::new(),
         }))
     }
 
@@ -368,6 +427,7 @@ impl Billing {
             }),
             loaded_through_id: through,
             byok: RwLock::new(self.open_byok(id).await?),
+            cluster_reconciled: std::sync::atomic::AtomicBool::new(false),
         });
         Ok(self.accounts.write().entry(row.id).or_insert(acct).clone())
     }
@@ -494,7 +554,173 @@ impl Billing {
             credits,
             limit_hold: limit_amount,
             open: true,
+            shared: None,
         })
+    }
+
+    /// [`Billing::reserve`] for several nodes: the cluster decides every limit, atomically
+    /// for all of them; this node keeps its own book in step (for what it reports). Fails
+    /// closed: without Redis, nothing is reserved.
+    pub async fn reserve_shared(
+        &self,
+        cluster: &Arc<Cluster>,
+        ctx: &KeyContext,
+        credits: Money,
+        limit_amount: Money,
+        free: bool,
+    ) -> Result<Reservation, ReserveError> {
+        let now = crate::clock::now_ms();
+        let key = &ctx.key;
+        let prepaid = ctx.account.prepaid();
+        let window_start = window_start(key.limit_reset.as_deref(), now);
+        let window_ttl = match key.limit_reset.as_deref() {
+            Some("daily") => Some(Duration::from_secs(2 * 86_400)),
+            Some("weekly") => Some(Duration::from_secs(8 * 86_400)),
+            Some("monthly") => Some(Duration::from_secs(32 * 86_400)),
+            _ => None,
+        };
+        let free_cap = free.then(|| {
+            if ctx.account.book.lock().credited >= FREE_CREDITS_THRESHOLD {
+                FREE_PER_DAY_WITH_CREDITS
+            } else {
+                FREE_PER_DAY
+            }
+        });
+        let member = format!("{now}-{:016x}", rand::random::<u64>());
+        let ask = Ask {
+            account: &ctx.account.id,
+            key_hash: &key.hash,
+            member: &member,
+            now_ms: now,
+            credits: prepaid.then_some(credits),
+            limit: key.limit.map(|max| (limit_amount, max)),
+            limit_window_start: window_start,
+            limit_window_ttl: window_ttl,
+            rpm: key.rpm.filter(|r| *r >= 0),
+            tpm: key.tpm.filter(|t| *t >= 0),
+            free: free_cap,
+        };
+        let unavailable = |e: anyhow::Error| {
+            tracing::warn!("reserving through Redis failed: {e:#}");
+            ReserveError::Unavailable
+        };
+        if prepaid && !ctx.account.cluster_reconciled.swap(true, Ordering::Relaxed) {
+            // Credits added while this node was not watching the ledger (or down).
+            self.reconcile_shared(cluster, &ctx.account.id)
+                .await
+                .map_err(|e| {
+                    ctx.account
+                        .cluster_reconciled
+                        .store(false, Ordering::Relaxed);
+                    unavailable(e)
+                })?;
+        }
+        // At most twice: once more after loading what Redis did not have yet.
+        for _ in 0..3 {
+            let (answer, keys) = cluster.reserve(&ask).await.map_err(unavailable)?;
+            match answer {
+                Answer::Held => {
+                    {
+                        let mut b = ctx.account.book.lock();
+                        b.reserved = b.reserved.saturating_add(credits);
+                    }
+                    {
+                        let mut l = ctx.usage.limit.lock();
+                        l.reserved = l.reserved.saturating_add(limit_amount);
+                    }
+                    ctx.usage.requests.lock().push_back(now);
+                    return Ok(Reservation {
+                        account: ctx.account.clone(),
+                        usage: ctx.usage.clone(),
+                        credits,
+                        limit_hold: limit_amount,
+                        open: true,
+                        shared: Some((cluster.clone(), keys)),
+                    });
+                }
+                Answer::NeedCredits => {
+                    // The ledger's balance, less what this node holds (other nodes' holds
+                    // were lost with Redis, if it lost them: see ARCHITECTURE.md).
+                    let (credited, spent) = self
+                        .store
+                        .credit_totals(&ctx.account.id)
+                        .await
+                        .map_err(unavailable)?;
+                    let held = ctx.account.book.lock().reserved;
+                    let available = credited.saturating_sub(spent).saturating_sub(held);
+                    cluster
+                        .init_credits(&ctx.account.id, available, credited)
+                        .await
+                        .map_err(unavailable)?;
+                    ctx.account
+                        .cluster_reconciled
+                        .store(true, Ordering::Relaxed);
+                }
+                Answer::NeedLimit => {
+                    let (spent, byok) = self
+                        .store
+                        .key_usage_since(&key.hash, window_start.max(0))
+                        .await
+                        .map_err(unavailable)?;
+                    let spent = if key.include_byok_in_limit {
+                        spent.saturating_add(byok)
+                    } else {
+                        spent
+                    };
+                    let held = ctx.usage.limit.lock().reserved;
+                    cluster
+                        .init_limit(
+                            &key.hash,
+                            window_start,
+                            spent.saturating_add(held),
+                            window_ttl,
+                        )
+                        .await
+                        .map_err(unavailable)?;
+                }
+                Answer::Credits(available) => {
+                    return Err(ReserveError::InsufficientCredits {
+                        available,
+                        needed: credits,
+                    });
+                }
+                Answer::KeyLimit(committed) => {
+                    let max = key.limit.unwrap_or(Money::ZERO);
+                    return Err(ReserveError::KeyLimitExceeded {
+                        limit: max,
+                        remaining: max.saturating_sub(committed).max(Money::ZERO),
+                    });
+                }
+                Answer::Rate(unit, limit, reset_ms) => {
+                    let unit = match unit.as_str() {
+                        "tpm" => RateUnit::Tokens,
+                        "free_minute" => RateUnit::FreeRequests,
+                        "free_day" => RateUnit::FreeRequestsPerDay,
+                        _ => RateUnit::Requests,
+                    };
+                    return Err(ReserveError::RateLimited {
+                        unit,
+                        limit,
+                        reset_ms,
+                    });
+                }
+            }
+        }
+        Err(unavailable(anyhow::anyhow!(
+            "Redis kept losing the reservation's keys"
+        )))
+    }
+
+    /// Share limits, reservations and credits with other nodes through `cluster` from now on.
+    pub fn set_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// Make the cluster's available credits for `account` count every credit in the ledger.
+    async fn reconcile_shared(&self, cluster: &Cluster, account: &str) -> anyhow::Result<()> {
+        let (credited, _) = self.store.credit_totals(account).await?;
+        cluster.reconcile_credits(account, credited).await?;
+        Ok(())
     }
 
     /// Forget a key (after it was changed through this node), so the next use reloads it.
@@ -554,11 +780,15 @@ impl Billing {
             self.refresh_byok(&a).await?;
         }
         let mut last = marks.ledger_after_id;
+        let mut credited_accounts = Vec::new();
         loop {
             let entries = self.store.ledger_after(last, 1000).await?;
             let n = entries.len();
             for e in entries {
                 last = e.id;
+                if e.kind != LedgerKind::Charge && !credited_accounts.contains(&e.account_id) {
+                    credited_accounts.push(e.account_id.clone());
+                }
                 if e.node == self.node {
                     continue;
                 }
@@ -593,6 +823,13 @@ impl Billing {
             }
             if n < 1000 {
                 break;
+            }
+        }
+        if let Some(cluster) = self.cluster.get() {
+            // Top-ups (from the CLI or any node) reach the cluster's credits. Every node does
+            // this; the script adds each credit once.
+            for account in &credited_accounts {
+                self.reconcile_shared(cluster, account).await?;
             }
         }
         // Look back a little: a row written in the same millisecond as the last poll is not lost.

@@ -150,6 +150,19 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
         false => None,
     };
     let rankings_cache_ttl = config.rankings_cache;
+    let cluster = match &config.file.cluster.redis {
+        Some(url) => {
+            anyhow::ensure!(
+                config.database_url.starts_with("postgres"),
+                "[cluster] redis needs a shared database: database = \"postgres://...\""
+            );
+            let prefix = config.file.cluster.prefix.as_deref().unwrap_or("llmux");
+            Some(Arc::new(
+                crate::cluster::Cluster::connect(url, prefix).await?,
+            ))
+        }
+        None => None,
+    };
     let listener = listen(config.listen)?;
     let addr = listener.local_addr()?;
     let routable = catalog.routable_models().count();
@@ -161,11 +174,22 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
         upstream,
         router,
         store: store.clone(),
+        cluster: cluster.clone(),
         rankings_cache: crate::rankings::cache::Cache::new(rankings_cache_ttl),
     });
+    if let Some(c) = &cluster {
+        gw.billing.set_cluster(c.clone());
+        c.clone().spawn_health(gw.clone());
+    }
 
     println!("llmux listening on http://{addr}");
     println!("  database: {}", redact(&gw.config.database_url));
+    if let Some(url) = &gw.config.file.cluster.redis {
+        println!(
+            "  cluster: rate limits, reservations and endpoint health shared through {}",
+            redact(url)
+        );
+    }
     println!("  models with endpoints: {routable}");
     if let Some(k) = &demo_key {
         println!(

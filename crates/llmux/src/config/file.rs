@@ -20,6 +20,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub rankings: RankingsSection,
     #[serde(default)]
+    pub cluster: ClusterSection,
+    #[serde(default)]
     pub providers: Vec<ProviderSection>,
     #[serde(default)]
     pub models: Vec<ModelSection>,
@@ -60,6 +62,16 @@ pub struct MeteringSection {
     /// Days raw generation records are kept (default: forever). Rollups, and so rankings and
     /// activity, keep their history; PostgreSQL drops whole monthly partitions.
     pub retention_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// `redis://host:port/db`: several nodes share rate limits, credit and key-limit
+    /// reservations and endpoint health through it (with `database = "postgres://..."`).
+    pub redis: Option<String>,
+    /// Prefix of every Redis key (several clusters can share one Redis). Default `llmux`.
+    pub prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -49,6 +49,8 @@ pub struct Gateway {
     pub upstream: Upstream,
     pub router: crate::router::Router,
     pub store: Store,
+    /// The cluster's Redis, when several nodes share one database.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Recent answers of the public rankings endpoints and pages.
     pub rankings_cache: crate::rankings::cache::Cache,
 }
@@ -171,12 +173,37 @@ pub async fn reserve(
     limit: Money,
     free: bool,
 ) -> Result<Reservation, ApiError> {
-    let mut result = gw.billing.reserve(key, credits, limit, free);
-    if matches!(result, Err(ReserveError::InsufficientCredits { .. })) {
-        gw.billing.sync_if_stale().await;
-        result = gw.billing.reserve(key, credits, limit, free);
-    }
+    let result = match &gw.cluster {
+        // Several nodes: the cluster decides, for all of them at once.
+        Some(cluster) => {
+            let mut result = gw
+                .billing
+                .reserve_shared(cluster, key, credits, limit, free)
+                .await;
+            if matches!(result, Err(ReserveError::InsufficientCredits { .. })) {
+                // A top-up not yet seen: reading the ledger brings it to the cluster.
+                gw.billing.sync_if_stale().await;
+                result = gw
+                    .billing
+                    .reserve_shared(cluster, key, credits, limit, free)
+                    .await;
+            }
+            result
+        }
+        None => {
+            let mut result = gw.billing.reserve(key, credits, limit, free);
+            if matches!(result, Err(ReserveError::InsufficientCredits { .. })) {
+                gw.billing.sync_if_stale().await;
+                result = gw.billing.reserve(key, credits, limit, free);
+            }
+            result
+        }
+    };
     result.map_err(|e| match e {
+        ReserveError::Unavailable => ApiError::unavailable(
+            "Billing is temporarily unavailable (the cluster's Redis cannot be reached); retry shortly",
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
         ReserveError::InsufficientCredits { available, needed } => ApiError::payment_required(format!(
             "Insufficient credits. This request requires up to ${needed} (prompt and max_tokens at the chosen \
              endpoint's price) but ${available} is available. Add credits or lower max_tokens."

@@ -129,6 +129,22 @@ struct State {
     /// The slow part of the last snapshot (uptimes, percentiles) and when it was taken:
     /// figures over minutes and hours need not be recomputed for every request.
     figures: Option<(i64, Figures)>,
+    /// What this node saw since it last told the cluster, and what the cluster (every node)
+    /// saw lately; see [`crate::cluster::health`].
+    unshared: Shared,
+    cluster: Shared,
+}
+
+/// An endpoint's recent outcomes as exchanged between nodes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Shared {
+    /// Successes and failures (429s excluded) in the recent window.
+    pub ok: u32,
+    pub failed: u32,
+    /// Circuit open (no requests) until, Unix ms.
+    pub open_until: i64,
+    /// Rate-limited (`Retry-After`) until, Unix ms.
+    pub avoid_until: i64,
 }
 
 /// A snapshot's figures over long windows, reused for [`FIGURES_TTL_MS`].
@@ -156,6 +172,8 @@ impl Default for State {
             probing: false,
             avoid_until: 0,
             figures: None,
+            unshared: Shared::default(),
+            cluster: Shared::default(),
         }
     }
 }
@@ -237,9 +255,15 @@ impl EndpointHealth {
         }
         if let Some(ra) = o.retry_after {
             s.avoid_until = s.avoid_until.max(now + ra.as_millis() as i64);
+            s.unshared.avoid_until = s.avoid_until;
         }
         if o.rate_limited {
             return;
+        }
+        if o.success {
+            s.unshared.ok += 1;
+        } else {
+            s.unshared.failed += 1;
         }
         add(&mut s.seconds, now.div_euclid(1000), o.success);
         add(&mut s.minutes, now.div_euclid(60_000), o.success);
@@ -271,6 +295,7 @@ impl EndpointHealth {
                 };
                 s.circuit = Circuit::Open;
                 s.open_until = now + s.backoff.as_millis() as i64;
+                s.unshared.open_until = s.open_until;
                 s.probing = false;
             }
         }
@@ -286,6 +311,10 @@ impl EndpointHealth {
     /// May a request be sent now? A half-open breaker lets one probe through at a time.
     pub fn admit(&self, now: i64) -> bool {
         let mut s = self.state.lock();
+        if now < s.cluster.open_until && s.circuit == Circuit::Closed {
+            // Another node opened this endpoint's breaker: let it probe.
+            return false;
+        }
         match Self::circuit(&mut s, now) {
             Circuit::Closed => true,
             Circuit::Open => false,
@@ -315,8 +344,16 @@ impl EndpointHealth {
             .as_secs()
             .min(SECOND_BUCKETS as u64 - 1) as i64;
         let (ok, failed) = sum(&s.seconds, second - window + 1, second);
-        // Significant: at least two failures, and at least as many as successes.
-        let significant = failed >= 2 && failed >= ok;
+        // Significant: at least two failures, and at least as many as successes, here or in
+        // the cluster.
+        let significant = (failed >= 2 && failed >= ok)
+            || (s.cluster.failed >= 2 && s.cluster.failed >= s.cluster.ok);
+        let circuit = if circuit == Circuit::Closed && now < s.cluster.open_until {
+            Circuit::Open
+        } else {
+            circuit
+        };
+        let avoid_until = s.avoid_until.max(s.cluster.avoid_until);
         let figures = match s.figures {
             Some((at, f)) if now - at < FIGURES_TTL_MS && now >= at => f,
             _ => {
@@ -331,8 +368,22 @@ impl EndpointHealth {
             uptime_1d: figures.uptime_1d,
             latency_30m: figures.latency_30m,
             throughput_30m: figures.throughput_30m,
-            stable: !significant && circuit == Circuit::Closed && now >= s.avoid_until,
+            stable: !significant && circuit == Circuit::Closed && now >= avoid_until,
             circuit,
+        }
+    }
+
+    /// What this node saw since the last call (to tell the cluster).
+    pub fn take_unshared(&self) -> Shared {
+        std::mem::take(&mut self.state.lock().unshared)
+    }
+
+    /// What the cluster saw lately (every node, this one included).
+    pub fn set_cluster(&self, shared: Shared) {
+        let mut s = self.state.lock();
+        if s.cluster != shared {
+            s.cluster = shared;
+            s.figures = None;
         }
     }
 

@@ -75,6 +75,8 @@ pub struct Gateway {
     /// The database URL in the configuration (SQLite in the test's directory, or a fresh
     /// PostgreSQL database with `LLMUX_TEST_POSTGRES`).
     database: String,
+    /// Drop the PostgreSQL database with the gateway (it made it; cluster nodes share one).
+    owns_database: bool,
     child: Child,
     env: Vec<(String, String)>,
     pub http: reqwest::Client,
@@ -142,7 +144,9 @@ impl Gateway {
 
     pub async fn start_with_env(server_extra: &str, rest: &str, env: &[(&str, &str)]) -> Gateway {
         let database = test_database().await;
-        Self::start_on(&database, server_extra, rest, env).await
+        let mut gw = Self::start_on(&database, server_extra, rest, env).await;
+        gw.owns_database = true;
+        gw
     }
 
     /// Start on `database` (`sqlite://llmux.db` is the test's own directory).
@@ -169,6 +173,7 @@ impl Gateway {
             dir,
             config,
             database,
+            owns_database: false,
             child,
             env,
             http: {
@@ -286,7 +291,7 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if self.database.starts_with("postgres") {
+        if self.owns_database && self.database.starts_with("postgres") {
             drop_postgres_database(&self.database);
         }
     }
@@ -308,6 +313,72 @@ pub fn postgres_server() -> Option<String> {
     }
     let server = set.unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".to_string());
     Some(server.trim_end_matches('/').to_string())
+}
+
+/// A Redis server of a test's own (`redis-server` on a free port, keeping nothing on disk),
+/// which the test may restart; killed when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+}
+
+impl RedisServer {
+    /// None (the test says it skips) when `redis-server` is not installed, unless
+    /// `LLMUX_REQUIRE_SERVICES=1`, where that fails the test.
+    pub fn start() -> Option<RedisServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        match Self::spawn(port) {
+            Ok(child) => Some(RedisServer { port, child }),
+            Err(e) => {
+                assert!(
+                    std::env::var("LLMUX_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                    "LLMUX_REQUIRE_SERVICES=1 but redis-server cannot run: {e}"
+                );
+                eprintln!("skipped: needs redis-server (the Redis server's binary): {e}");
+                None
+            }
+        }
+    }
+
+    fn spawn(port: u16) -> std::io::Result<Child> {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(child);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Err(std::io::Error::other(
+            "redis-server did not start listening",
+        ))
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kill it (SIGKILL: everything it held is lost) and start it again on the same port.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.port).expect("redis-server restarts");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A new, empty PostgreSQL database on `server`; its URL.

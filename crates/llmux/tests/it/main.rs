@@ -5,6 +5,7 @@ mod billing;
 mod browser;
 mod chat;
 mod cli;
+mod cluster;
 mod embeddings;
 mod errors;
 mod fixtures;

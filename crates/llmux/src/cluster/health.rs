@@ -1,0 +1,169 @@
+//! Endpoint health shared between nodes: twice a second each node adds what it saw (successes
+//! and failures per second, a breaker it opened, a `Retry-After` it got) to Redis and reads
+//! back what all nodes saw over the unstable window, so an upstream failing for one node is
+//! avoided by all. Latency and throughput percentiles stay per node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Cluster;
+use crate::pipeline::Gateway;
+use crate::router::health::Shared;
+
+const EVERY: Duration = Duration::from_millis(500);
+/// Per-second counts are kept this long in Redis.
+const KEEP_MS: i64 = 120_000;
+
+fn endpoint(provider: &str, model: &str) -> String {
+    format!("{provider}|{model}")
+}
+
+impl Cluster {
+    /// Tell the cluster what this node saw, then read back what every node saw.
+    async fn exchange_health(
+        &self,
+        health: &crate::router::health::Health,
+        window_secs: i64,
+    ) -> anyhow::Result<()> {
+        let now = crate::clock::now_ms();
+        let second = now.div_euclid(1000);
+        let mut endpoints = health.all();
+        let troubled = self.key(&["health", "troubled"]);
+        let mut push = redis::pipe();
+        let mut pushed = false;
+        for ((provider, model), h) in &endpoints {
+            let mine = h.take_unshared();
+            let id = endpoint(provider, model);
+            let counts = self.key(&["health", &id]);
+            if mine.failed > 0 || mine.open_until > now || mine.avoid_until > now {
+                // Listed, so nodes that never used this endpoint learn of its trouble too.
+                let until = now.max(mine.open_until).max(mine.avoid_until);
+                push.zadd(&troubled, &id, until).ignore();
+            }
+            if mine.ok > 0 {
+                push.hincr(&counts, format!("{second}:ok"), mine.ok)
+                    .ignore();
+            }
+            if mine.failed > 0 {
+                push.hincr(&counts, format!("{second}:fail"), mine.failed)
+                    .ignore();
+            }
+            if mine.ok > 0 || mine.failed > 0 {
+                push.pexpire(&counts, KEEP_MS).ignore();
+                pushed = true;
+            }
+            for (name, until) in [("open", mine.open_until), ("avoid", mine.avoid_until)] {
+                if until > now {
+                    push.set_options(
+                        self.key(&[name, &id]),
+                        until,
+                        redis::SetOptions::default()
+                            .with_expiration(redis::SetExpiry::PX((until - now) as u64)),
+                    )
+                    .ignore();
+                    pushed = true;
+                }
+            }
+        }
+        let mut conn = self.conn();
+        if pushed {
+            push.zrembyscore(&troubled, "-inf", now - KEEP_MS).ignore();
+            push.query_async::<()>(&mut conn).await?;
+        }
+        let recent: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&troubled)
+            .arg(now - window_secs * 1000)
+            .arg("+inf")
+            .query_async(&mut conn)
+            .await?;
+        for id in recent {
+            if let Some((provider, model)) = id.split_once('|')
+                && !endpoints
+                    .iter()
+                    .any(|((p, m), _)| p == provider && m == model)
+            {
+                endpoints.push((
+                    (provider.to_string(), model.to_string()),
+                    health.of(provider, model),
+                ));
+            }
+        }
+        if endpoints.is_empty() {
+            return Ok(());
+        }
+        let mut pull = redis::pipe();
+        for ((provider, model), _) in &endpoints {
+            let id = endpoint(provider, model);
+            pull.hgetall(self.key(&["health", &id]))
+                .get(self.key(&["open", &id]))
+                .get(self.key(&["avoid", &id]));
+        }
+        type Reply = (
+            std::collections::HashMap<String, u32>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let replies: Vec<Reply> = {
+            let flat: Vec<redis::Value> = pull.query_async(&mut conn).await?;
+            flat.chunks(3)
+                .map(|c| {
+                    Ok((
+                        redis::from_redis_value(c[0].clone())?,
+                        redis::from_redis_value(c[1].clone())?,
+                        redis::from_redis_value(c[2].clone())?,
+                    ))
+                })
+                .collect::<Result<_, redis::ParsingError>>()?
+        };
+        for ((_, h), (counts, open, avoid)) in endpoints.iter().zip(replies) {
+            let mut shared = Shared {
+                open_until: open.unwrap_or(0),
+                avoid_until: avoid.unwrap_or(0),
+                ..Shared::default()
+            };
+            for (field, n) in counts {
+                let Some((sec, kind)) = field.split_once(':') else {
+                    continue;
+                };
+                let Ok(sec) = sec.parse::<i64>() else {
+                    continue;
+                };
+                if sec > second - window_secs {
+                    match kind {
+                        "ok" => shared.ok += n,
+                        "fail" => shared.failed += n,
+                        _ => {}
+                    }
+                }
+            }
+            h.set_cluster(shared);
+        }
+        Ok(())
+    }
+
+    /// Exchange health with the cluster twice a second until the process ends.
+    pub fn spawn_health(self: Arc<Self>, gw: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                every.tick().await;
+                let health = &gw.router.health;
+                let window = health.settings().unstable_window.as_secs().max(1) as i64;
+                match self.exchange_health(health, window).await {
+                    Ok(()) if failing => {
+                        failing = false;
+                        tracing::info!("sharing endpoint health through Redis again");
+                    }
+                    Ok(()) => {}
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!("cannot share endpoint health through Redis: {e:#}");
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,66 @@
+//! Many gateway nodes on one PostgreSQL and one Redis (`[cluster] redis = "redis://..."`).
+//!
+//! PostgreSQL holds everything durable (accounts, keys, ledger, records, rollups); every node
+//! already picks up key and ledger changes from it within [`crate::billing::SYNC_INTERVAL`].
+//! Redis holds what must be decided once for all nodes at the moment of a request:
+//!
+//! - [`money`]: each prepaid account's available credits and each limited key's spending in
+//!   its window, reserved and settled atomically by Lua scripts (exact integers, never
+//!   floating point), and the keys' rate limits and free-model limits (sliding windows);
+//! - [`health`]: endpoints' circuit breakers, `Retry-After` avoidance and recent failures, so a
+//!   failing upstream seen by one node is avoided by all.
+//!
+//! When Redis cannot be reached, billing fails closed (requests get 503 until it is back);
+//! metering is unaffected (records go to the spool and PostgreSQL); health falls back to what
+//! each node sees itself.
+
+pub mod health;
+pub mod money;
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+
+/// A node's connection to the cluster's Redis.
+#[derive(Clone)]
+pub struct Cluster {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl Cluster {
+    /// Connect (waiting at most a few seconds: a node does not start without its Redis).
+    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Cluster> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2);
+        let conn = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("Redis at {} did not answer", crate::storage::redact(url))
+        })??;
+        Ok(Cluster {
+            conn,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    pub(crate) fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// A key in this cluster's namespace.
+    pub(crate) fn key(&self, parts: &[&str]) -> String {
+        let mut k = self.prefix.clone();
+        for p in parts {
+            k.push(':');
+            k.push_str(p);
+        }
+        k
+    }
+}

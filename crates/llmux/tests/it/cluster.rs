@@ -1,0 +1,558 @@
+//! Three gateway nodes on one PostgreSQL and one Redis: credits, key limits and rate limits
+//! hold exactly across them; a node killed and Redis restarted under load lose no record;
+//! rankings and activity equal one node's for the same traffic.
+//!
+//! Each test runs a `redis-server` of its own (on a free port) rather than the machine's
+//! Redis on 6379, because it restarts it; the PostgreSQL is the machine's (a fresh database).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+const MODEL: &str = "deepseek/deepseek-v3.2";
+/// Words the simulator echoes back: exactly this many completion tokens per request.
+const K: u64 = 5;
+/// USD per million completion tokens (prompts are free): a request costs K × P / 1e6.
+const P: &str = "2";
+
+fn echo_request() -> Value {
+    json!({"model": MODEL, "max_tokens": K, "messages": [{"role": "user", "content": "echo: a b c d e"}]})
+}
+
+fn one_request_cost() -> rust_decimal::Decimal {
+    cost(&[(K, P)])
+}
+
+/// Nodes sharing one database and one Redis; the database goes with them.
+struct Nodes {
+    nodes: Vec<Gateway>,
+    redis: RedisServer,
+    database: String,
+    _sim: llmux_sim::SimHandle,
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        drop_postgres_database(&self.database);
+    }
+}
+
+/// The configuration after `[server]`: the simulated provider serving [`MODEL`] (its
+/// upstream model name, `upstream`, says how the simulator behaves) and the test's
+/// (`extra`, with more endpoints or sections), and metering that writes every 50 ms.
+fn rest(sim: &llmux_sim::SimHandle, upstream: &str, extra: &str) -> String {
+    format!(
+        "[metering]\nflush_interval_ms = 50\n\n{extra}\n{}{}",
+        provider("simco", &format!("{}/v1", sim.base_url()), ""),
+        endpoint(MODEL, "simco", upstream, "0", P, "")
+    )
+}
+
+/// `n` nodes, or None (the test says why it skips) without PostgreSQL or redis-server.
+async fn cluster(n: usize, upstream: &str, extra: &str) -> Option<Nodes> {
+    let server = postgres_server()?;
+    let redis = RedisServer::start()?;
+    let sim = sim().await;
+    let database = create_postgres_database(&server).await;
+    let extra = format!("[cluster]\nredis = \"{}\"\n\n{extra}", redis.url());
+    let rest = rest(&sim, upstream, &extra);
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        nodes.push(Gateway::start_on(&database, "", &rest, &[]).await);
+    }
+    Some(Nodes {
+        nodes,
+        redis,
+        database,
+        _sim: sim,
+    })
+}
+
+/// Fire `n` requests at once, spread over the nodes in turn; the statuses, in no order.
+async fn burst(nodes: &[Gateway], key: &str, n: usize) -> Vec<u16> {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let gw = &nodes[i % nodes.len()];
+        let (http, url, key) = (
+            gw.http.clone(),
+            gw.url("/api/v1/chat/completions"),
+            key.to_string(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&echo_request())
+                .send()
+                .await
+                .unwrap();
+            let s = r.status().as_u16();
+            let _ = r.bytes().await;
+            s
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+/// Send `request` to `gw` until it answers `status`; how long that took.
+async fn until_status(gw: &Gateway, key: &str, status: u16, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let r = gw
+            .post("/api/v1/chat/completions", key, &echo_request())
+            .await;
+        if r.status().as_u16() == status {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "still {} after {within:?}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_hold_credits_limits_and_rate_limits_exactly() {
+    let Some(c) = cluster(3, "m", "").await else {
+        return;
+    };
+    let nodes = &c.nodes;
+    let gw = &nodes[0];
+
+    // Credits for N requests, 10N fired across three nodes: exactly N succeed.
+    let n = 9;
+    let credits = one_request_cost() * rust_decimal::Decimal::from(n);
+    let key = gw.create_key("n", Some(&credits.to_string()));
+    let statuses = burst(nodes, &key.key, 10 * n).await;
+    assert_eq!(count(&statuses, 200), n, "exactly N succeed: {statuses:?}");
+    assert_eq!(count(&statuses, 402), 9 * n, "{statuses:?}");
+    let store = llmux::storage::Store::open(&c.database).await.unwrap();
+    let settled = async || {
+        for _ in 0..100 {
+            let audit: Value =
+                serde_json::from_slice(&gw.cli(&["ledger", "verify", "--json"]).stdout).unwrap();
+            if audit["charges"] == n as u64 {
+                return audit;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the charges were not written");
+    };
+    let audit = settled().await;
+    assert_eq!(audit["clean"], true, "{audit}");
+    assert_eq!(store.balance(&key.account).await.unwrap().0, 0);
+    let shared = llmux::cluster::Cluster::connect(&c.redis.url(), "llmux")
+        .await
+        .unwrap();
+    assert_eq!(
+        shared.available(&key.account).await.unwrap(),
+        Some(llmux::money::Money::ZERO),
+        "the cluster's credits: exact, never negative"
+    );
+
+    // A top-up made with the CLI is usable on every node within a second (the nodes read the
+    // ledger every 250 ms; the bound leaves room for a busy test machine).
+    let out = nodes[1].cli(&[
+        "credits",
+        "add",
+        &key.account,
+        &one_request_cost().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let took = until_status(&nodes[2], &key.key, 200, Duration::from_millis(1500)).await;
+    eprintln!("top-up usable on another node after {took:?}");
+    let statuses = burst(nodes, &key.key, 6).await;
+    assert_eq!(
+        count(&statuses, 402),
+        6,
+        "the top-up bought exactly one request"
+    );
+
+    // A key disabled on one node stops working on all of them within a second.
+    let big = gw.create_key("big", Some("20000"));
+    for node in nodes {
+        let r = node
+            .post("/api/v1/chat/completions", &big.key, &echo_request())
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    // Amounts beyond 2^53 picodollars ($9,007) stay exact in Redis.
+    let mut expected = llmux::money::Money::parse_usd("20000").unwrap();
+    for _ in 0..3 {
+        expected = expected
+            .checked_sub(llmux::money::Money::from_usd(one_request_cost()).unwrap())
+            .unwrap();
+    }
+    let mut available = None;
+    for _ in 0..100 {
+        available = shared.available(&big.account).await.unwrap();
+        if available == Some(expected) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(available, Some(expected));
+    let out = gw.cli(&["keys", "disable", &big.hash]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for node in nodes {
+        let r = node
+            .post("/api/v1/chat/completions", &big.key, &echo_request())
+            .await;
+        if r.status() == 200 {
+            until_status(node, &big.key, 401, Duration::from_millis(1500)).await;
+        } else {
+            assert_eq!(r.status(), 401);
+        }
+    }
+
+    // A key limit worth N requests admits exactly N across the nodes.
+    let limit = one_request_cost() * rust_decimal::Decimal::from(n);
+    let out = gw.cli(&[
+        "keys",
+        "create",
+        "--name",
+        "limited",
+        "--limit",
+        &limit.to_string(),
+        "--limit-reset",
+        "daily",
+        "--json",
+    ]);
+    let limited: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let statuses = burst(nodes, limited["key"].as_str().unwrap(), 10 * n).await;
+    assert_eq!(count(&statuses, 200), n, "{statuses:?}");
+    assert_eq!(count(&statuses, 403), 9 * n, "{statuses:?}");
+
+    // R requests a minute admit R in total, not 3R.
+    let r_limit = 7;
+    let out = gw.cli(&[
+        "keys",
+        "create",
+        "--name",
+        "rl",
+        "--rpm",
+        &r_limit.to_string(),
+        "--json",
+    ]);
+    let rl: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let statuses = burst(nodes, rl["key"].as_str().unwrap(), 10 * r_limit).await;
+    assert_eq!(count(&statuses, 200), r_limit, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 9 * r_limit, "{statuses:?}");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_node_and_a_restarted_redis_lose_no_record() {
+    let Some(mut c) = cluster(3, "m+tps=400", "").await else {
+        return;
+    };
+    let key = c.nodes[0].create_key("load", Some("5"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..18 {
+        let gw = &c.nodes[i % 3];
+        let (http, url, k, stop) = (
+            gw.http.clone(),
+            gw.url("/api/v1/chat/completions"),
+            key.key.clone(),
+            stop.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            // Generation ids of the requests answered in full, and statuses seen.
+            let mut answered = Vec::new();
+            let mut statuses = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let mut body = echo_request();
+                body["stream"] = (i % 2 == 0).into();
+                let Ok(r) = http.post(&url).bearer_auth(&k).json(&body).send().await else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let status = r.status().as_u16();
+                statuses.push(status);
+                let id = r
+                    .headers()
+                    .get("x-generation-id")
+                    .map(|v| v.to_str().unwrap().to_string());
+                let Ok(text) = r.text().await else { continue };
+                if status == 200 && (i % 2 == 1 || text.contains("data: [DONE]")) {
+                    answered.push(id.expect("a generation id"));
+                }
+                if status != 200 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            (answered, statuses)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    c.nodes[0].kill9();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    c.redis.restart();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut answered = Vec::new();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        let (a, s) = t.await.unwrap();
+        answered.extend(a);
+        statuses.extend(s);
+    }
+    assert!(
+        statuses.iter().all(|s| [200, 503].contains(s)),
+        "only successes, and 503 while Redis was away: {:?}",
+        statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>()
+    );
+    eprintln!(
+        "answered in full: {}; 200: {}, 503 (Redis away): {}",
+        answered.len(),
+        count(&statuses, 200),
+        count(&statuses, 503)
+    );
+    assert!(answered.len() > 50, "load ran: {}", answered.len());
+    let unique: HashSet<&String> = answered.iter().collect();
+    assert_eq!(unique.len(), answered.len());
+
+    // The killed node comes back and writes what its spool kept; the others stop gracefully.
+    c.nodes[0].restart().await;
+    c.nodes[0].terminate();
+    c.nodes[1].terminate();
+    c.nodes[2].terminate();
+    let store = llmux::storage::Store::open(&c.database).await.unwrap();
+    let mut missing = Vec::new();
+    for id in &answered {
+        if store.generation(id).await.unwrap().is_none() {
+            missing.push(id);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered generations have no record: {missing:?}",
+        missing.len(),
+        answered.len()
+    );
+    let audit: Value =
+        serde_json::from_slice(&c.nodes[0].cli(&["ledger", "verify", "--json"]).stdout).unwrap();
+    assert_eq!(audit["clean"], true, "{audit}");
+    assert_eq!(
+        audit["records"].as_u64().unwrap(),
+        store.generation_count().await.unwrap() as u64
+    );
+    assert!(audit["records"].as_u64().unwrap() >= answered.len() as u64);
+    let (credited, spent) = store.credit_totals(&key.account).await.unwrap();
+    assert_eq!(
+        store.balance(&key.account).await.unwrap(),
+        credited.checked_sub(spent).unwrap()
+    );
+    store.close().await;
+}
+
+/// The same requests (two models, two apps, streamed and not) sent to `nodes` in turn.
+async fn traffic(nodes: &[Gateway], key: &str) {
+    for i in 0..24usize {
+        let gw = &nodes[i % nodes.len()];
+        let model = if i % 3 == 0 { "z-ai/glm-4.6" } else { MODEL };
+        let words = ["a"; 9][..1 + i % 9].join(" ");
+        let body = json!({"model": model, "stream": i % 2 == 0, "max_tokens": 16,
+                          "messages": [{"role": "user", "content": format!("echo: {words}")}]});
+        let app = if i % 4 == 0 {
+            "https://one.example"
+        } else {
+            "https://two.example"
+        };
+        let r = gw
+            .http
+            .post(gw.url("/api/v1/chat/completions"))
+            .bearer_auth(key)
+            .header("HTTP-Referer", app)
+            .header("X-Title", app.trim_start_matches("https://"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let _ = r.bytes().await;
+    }
+}
+
+async fn wait_for_records(database: &str, n: i64) {
+    let store = llmux::storage::Store::open(database).await.unwrap();
+    for _ in 0..200 {
+        if store.generation_count().await.unwrap() == n {
+            store.close().await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("records were not written");
+}
+
+/// A JSON answer without the time it was made (`as_of`, `generated_at`, anywhere).
+fn without_times(mut v: Value) -> String {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(o) => {
+                o.remove("as_of");
+                o.remove("generated_at");
+                o.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    v.to_string()
+}
+
+/// What rankings and activity say about the traffic (ids and times of day left out).
+async fn figures(gw: &Gateway, key: &Key) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for by in ["model", "author", "origin", "provider", "app"] {
+        let path = format!("/api/v1/rankings?period=day&by={by}&weeks=1");
+        let v: Value = gw.get(&path, "").await.json().await.unwrap();
+        out.push((path, without_times(v)));
+    }
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    for path in [
+        format!("/api/v1/datasets/rankings-daily?start_date={today}&end_date={today}"),
+        format!("/api/v1/datasets/app-rankings?start_date={today}&end_date={today}"),
+    ] {
+        let v: Value = gw.get(&path, "").await.json().await.unwrap();
+        out.push((path, without_times(v)));
+    }
+    for by in ["model", "key"] {
+        let args = [
+            "activity", "--key", &key.key, "--range", "1d", "--by", by, "--csv",
+        ];
+        let csv = String::from_utf8(gw.cli(&args).stdout).unwrap();
+        // The key's own name and hash differ between the installations.
+        let csv = csv.replace(&key.hash, "KEY");
+        out.push((args.join(" "), csv));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rankings_and_activity_on_a_cluster_equal_one_nodes() {
+    // No rankings cache: every answer counts every record written.
+    let extra = format!(
+        "[rankings]\ncache_secs = 0\n\n{}",
+        endpoint("z-ai/glm-4.6", "simco", "m", "0.5", "1.5", "")
+    );
+    let Some(c) = cluster(3, "m", &extra).await else {
+        return;
+    };
+    let sim = sim().await;
+    let single = Gateway::start("", &rest(&sim, "m", &extra)).await;
+    let on_cluster = c.nodes[0].create_key("same", Some("10"));
+    let on_single = single.create_key("same", Some("10"));
+    traffic(&c.nodes, &on_cluster.key).await;
+    traffic(std::slice::from_ref(&single), &on_single.key).await;
+    wait_for_records(&c.database, 24).await;
+    wait_for_records(&single.db_url(), 24).await;
+
+    let a = figures(&c.nodes[1], &on_cluster).await;
+    let b = figures(&single, &on_single).await;
+    for ((what, x), (_, y)) in a.iter().zip(&b) {
+        assert_eq!(x, y, "{what}: the cluster and one node differ");
+    }
+    // And they say something: both models, both apps, the key's requests.
+    assert!(a[0].1.contains("z-ai/glm-4.6"), "{}", a[0].1);
+    assert!(
+        a[4].1.contains("one.example") && a[4].1.contains("two.example"),
+        "{}",
+        a[4].1
+    );
+    assert!(a[7].1.lines().count() > 2, "{}", a[7].1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_endpoint_seen_by_one_node_is_avoided_by_all() {
+    // The cheap endpoint always fails (503); a dearer one of another provider works.
+    let sim = sim().await;
+    // Its breaker opens after two failures in a row (before routing has learnt to avoid it).
+    let extra = format!(
+        "[router]\nbreaker_failures = 2\n\n{}{}",
+        provider("backup", &format!("{}/v1", sim.base_url()), ""),
+        endpoint(MODEL, "backup", "m", "0", "9", "")
+    );
+    let Some(c) = cluster(2, "bad+fail=503", &extra).await else {
+        return;
+    };
+    let key = c.nodes[0].create_key("h", None);
+    let metric = |text: &str, needle: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(needle))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let metrics = async |gw: &Gateway| -> String {
+        gw.http
+            .get(gw.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let circuit = format!("llmux_endpoint_circuit_state{{provider=\"simco\",model=\"{MODEL}\"}}");
+    let stable = format!("llmux_endpoint_stable{{provider=\"simco\",model=\"{MODEL}\"}}");
+    let tried = "llmux_upstream_attempts_total{provider=\"simco\",outcome=\"error\"}";
+    // Node 0 tries the failing endpoint until its breaker opens (every request still served).
+    for _ in 0..8 {
+        let r = c.nodes[0]
+            .post("/api/v1/chat/completions", &key.key, &echo_request())
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    let seen = metrics(&c.nodes[0]).await;
+    assert_eq!(
+        metric(&seen, &circuit),
+        Some(2.0),
+        "open on node 0:\n{seen}"
+    );
+    assert_eq!(metric(&seen, &stable), Some(0.0), "{seen}");
+    // Node 1, which never sent it a request, learns within a second or so...
+    let start = Instant::now();
+    loop {
+        let text = metrics(&c.nodes[1]).await;
+        if metric(&text, &circuit) == Some(2.0) && metric(&text, &stable) == Some(0.0) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(3), "node 1:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ... and goes straight to the working provider.
+    for _ in 0..6 {
+        let r = c.nodes[1]
+            .post("/api/v1/chat/completions", &key.key, &echo_request())
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    let text = metrics(&c.nodes[1]).await;
+    assert_eq!(metric(&text, tried), None, "node 1 never tried it:\n{text}");
+}
