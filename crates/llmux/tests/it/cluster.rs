@@ -556,3 +556,116 @@ async fn a_failing_endpoint_seen_by_one_node_is_avoided_by_all() {
     let text = metrics(&c.nodes[1]).await;
     assert_eq!(metric(&text, tried), None, "node 1 never tried it:\n{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_rides_out_postgres_and_redis_outages() {
+    let Some(server) = postgres_server() else {
+        return;
+    };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let sim = sim().await;
+    let database = create_postgres_database(&server).await;
+    // The node reaches PostgreSQL through a gate the test can cut.
+    let (scheme_user, host) = server.rsplit_once('@').unwrap_or(("postgres://", &server));
+    let host = host.trim_start_matches("postgres://");
+    let target = tokio::net::lookup_host(host).await.unwrap().next().unwrap();
+    let gate = TcpGate::start(target).await;
+    let name = database.rsplit('/').next().unwrap();
+    let sep = if scheme_user.ends_with("//") { "" } else { "@" };
+    let gated = format!("{scheme_user}{sep}127.0.0.1:{}/{name}", gate.port);
+    let extra = format!("[cluster]\nredis = \"{}\"\n", redis.url());
+    let node = Gateway::start_on(&gated, "", &rest(&sim, "m", &extra), &[]).await;
+    let mut c = Nodes {
+        nodes: vec![node],
+        redis,
+        database,
+        _sim: sim,
+    };
+    let gw = &c.nodes[0];
+    let key = gw.create_key("outage", Some("1"));
+    let mut ids = Vec::new();
+    let mut spent = rust_decimal::Decimal::ZERO;
+    let send = async |stream: bool| -> reqwest::Response {
+        let mut body = echo_request();
+        body["stream"] = stream.into();
+        gw.post("/api/v1/chat/completions", &key.key, &body).await
+    };
+    let answered = async |r: reqwest::Response, ids: &mut Vec<String>| {
+        assert_eq!(r.status(), 200);
+        ids.push(r.headers()["x-generation-id"].to_str().unwrap().to_string());
+        raw_number(&r.text().await.unwrap(), "cost")
+    };
+    for i in 0..4 {
+        let r = send(i % 2 == 0).await;
+        spent += dec(&answered(r, &mut ids).await);
+    }
+
+    // PostgreSQL away: the node still answers (keys, credits and limits need no database);
+    // the records wait in its queue and spool.
+    gate.cut();
+    for i in 0..20 {
+        let r = tokio::time::timeout(Duration::from_secs(5), send(i % 2 == 0))
+            .await
+            .expect("answered without waiting for PostgreSQL");
+        spent += dec(&answered(r, &mut ids).await);
+    }
+
+    // Redis away too: billing fails closed, with a clear error and a time to retry.
+    c.redis.stop();
+    let r = send(false).await;
+    // Refused requests have records too (status and error, no cost), like OpenRouter's.
+    let mut refused = 1;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], 503, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("Redis"),
+        "{v}"
+    );
+
+    // Both back (Redis empty): the account's credits are rebuilt from the ledger once the
+    // records are in it, and nothing was lost.
+    c.redis.resume();
+    gate.restore();
+    let start = Instant::now();
+    loop {
+        let r = send(false).await;
+        if r.status() == 200 {
+            spent += dec(&answered(r, &mut ids).await);
+            break;
+        }
+        assert_eq!(r.status(), 503);
+        refused += 1;
+        assert!(start.elapsed() < Duration::from_secs(15), "still 503");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let store = llmux::storage::Store::open(&c.database).await.unwrap();
+    for _ in 0..200 {
+        if store.generation_count().await.unwrap() == (ids.len() + refused) as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for id in &ids {
+        assert!(store.generation(id).await.unwrap().is_some(), "{id} kept");
+    }
+    assert_eq!(
+        store.balance(&key.account).await.unwrap().to_usd(),
+        dec("1") - spent
+    );
+    let audit: Value =
+        serde_json::from_slice(&gw.cli(&["ledger", "verify", "--json"]).stdout).unwrap();
+    assert_eq!(audit["clean"], true, "{audit}");
+    assert_eq!(audit["records"], ids.len() + refused);
+    assert_eq!(audit["charges"], ids.len());
+    assert!(
+        gw.log().contains("generation records failed, retrying"),
+        "the node did see PostgreSQL away: {}",
+        gw.log()
+    );
+    store.close().await;
+    drop(gate);
+}

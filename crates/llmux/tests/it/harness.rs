@@ -368,8 +368,18 @@ impl RedisServer {
 
     /// Kill it (SIGKILL: everything it held is lost) and start it again on the same port.
     pub fn restart(&mut self) {
+        self.stop();
+        self.resume();
+    }
+
+    /// Kill it (SIGKILL: everything it held is lost).
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Start it again (empty) on the same port.
+    pub fn resume(&mut self) {
         self.child = Self::spawn(self.port).expect("redis-server restarts");
     }
 }
@@ -522,4 +532,65 @@ pub async fn replay(answers: Vec<(u16, &'static str, Vec<u8>)>) -> Replay {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     Replay { base, seen, heads }
+}
+
+/// A TCP proxy in front of a service that a test can cut (every connection dropped, new ones
+/// refused) and restore: the service "briefly unreachable" without stopping it.
+pub struct TcpGate {
+    pub port: u16,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TcpGate {
+    pub async fn start(target: std::net::SocketAddr) -> TcpGate {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (o, c) = (open.clone(), connections.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !o.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                let mut c = c.lock();
+                c.retain(|t| !t.is_finished());
+                c.push(task.abort_handle());
+            }
+        });
+        TcpGate {
+            port,
+            open,
+            connections,
+            accept,
+        }
+    }
+
+    /// Drop every connection and refuse new ones.
+    pub fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for t in self.connections.lock().drain(..) {
+            t.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpGate {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for t in self.connections.lock().drain(..) {
+            t.abort();
+        }
+    }
 }
