@@ -639,15 +639,14 @@ impl Billing {
                     });
                 }
                 Answer::NeedCredits => {
-                    // The ledger's balance, less what this node holds (other nodes' holds
-                    // were lost with Redis, if it lost them: see ARCHITECTURE.md).
+                    // The ledger's balance. Holds taken before (if Redis lost the amount)
+                    // settle by their charge alone (see `cluster::money`).
                     let (credited, spent) = self
                         .store
                         .credit_totals(&ctx.account.id)
                         .await
                         .map_err(unavailable)?;
-                    let held = ctx.account.book.lock().reserved;
-                    let available = credited.saturating_sub(spent).saturating_sub(held);
+                    let available = credited.saturating_sub(spent);
                     cluster
                         .init_credits(&ctx.account.id, available, credited)
                         .await
@@ -667,14 +666,8 @@ impl Billing {
                     } else {
                         spent
                     };
-                    let held = ctx.usage.limit.lock().reserved;
                     cluster
-                        .init_limit(
-                            &key.hash,
-                            window_start,
-                            spent.saturating_add(held),
-                            window_ttl,
-                        )
+                        .init_limit(&key.hash, window_start, spent, window_ttl)
                         .await
                         .map_err(unavailable)?;
                 }

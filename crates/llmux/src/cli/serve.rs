@@ -158,7 +158,7 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
             );
             let prefix = config.file.cluster.prefix.as_deref().unwrap_or("llmux");
             Some(Arc::new(
-                crate::cluster::Cluster::connect(url, prefix).await?,
+                crate::cluster::Cluster::connect(url, prefix, &node).await?,
             ))
         }
         None => None,
@@ -180,6 +180,7 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
     if let Some(c) = &cluster {
         gw.billing.set_cluster(c.clone());
         c.clone().spawn_health(gw.clone());
+        c.clone().spawn_upkeep();
     }
 
     println!("llmux listening on http://{addr}");

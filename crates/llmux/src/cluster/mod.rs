@@ -21,16 +21,25 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
+/// A node that has not renewed its heartbeat for this long is taken for dead: the holds it
+/// had are given back. It renews it every [`BEAT_EVERY`].
+pub const ALIVE_FOR: Duration = Duration::from_secs(6);
+const BEAT_EVERY: Duration = Duration::from_secs(1);
+const REAP_EVERY: Duration = Duration::from_secs(2);
+
 /// A node's connection to the cluster's Redis.
 #[derive(Clone)]
 pub struct Cluster {
     conn: ConnectionManager,
     prefix: String,
+    /// This node (process): the name of its holds and heartbeat.
+    node: String,
 }
 
 impl Cluster {
-    /// Connect (waiting at most a few seconds: a node does not start without its Redis).
-    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Cluster> {
+    /// Connect (waiting at most a few seconds: a node does not start without its Redis) as
+    /// `node`, a name unique to this process.
+    pub async fn connect(url: &str, prefix: &str, node: &str) -> anyhow::Result<Cluster> {
         let client = redis::Client::open(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -44,9 +53,53 @@ impl Cluster {
         .map_err(|_| {
             anyhow::anyhow!("Redis at {} did not answer", crate::storage::redact(url))
         })??;
-        Ok(Cluster {
+        let cluster = Cluster {
             conn,
             prefix: prefix.to_string(),
+            node: node.to_string(),
+        };
+        cluster.beat().await?;
+        Ok(cluster)
+    }
+
+    /// Tell the others this node is alive.
+    async fn beat(&self) -> anyhow::Result<()> {
+        let _: () = redis::pipe()
+            .sadd(self.key(&["nodes"]), &self.node)
+            .ignore()
+            .set_options(
+                self.key(&["alive", &self.node]),
+                1,
+                redis::SetOptions::default()
+                    .with_expiration(redis::SetExpiry::PX(ALIVE_FOR.as_millis() as u64)),
+            )
+            .ignore()
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Beat, and give back dead nodes' holds, until the process ends.
+    pub fn spawn_upkeep(self: std::sync::Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut beat = tokio::time::interval(BEAT_EVERY);
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut reap = tokio::time::interval(REAP_EVERY);
+            reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = beat.tick() => {
+                        if let Err(e) = self.beat().await {
+                            tracing::warn!("cluster heartbeat failed: {e:#}");
+                        }
+                    }
+                    _ = reap.tick() => {
+                        if let Err(e) = self.release_dead_nodes().await {
+                            tracing::warn!("releasing dead nodes' holds failed: {e:#}");
+                        }
+                    }
+                }
+            }
         })
     }
 

@@ -4,17 +4,25 @@
 //! compared inside the scripts as decimal strings: Lua's numbers are doubles, exact only to
 //! 2^53 picodollars ($9,007), so no amount is ever turned into one.
 //!
-//! - `avail:{account}`: a prepaid account's credits minus what is held for requests in flight
-//!   and what was charged but not yet written to the ledger. A reservation takes the request's
-//!   worst case; settling gives back the difference with the actual cost. Created from the
-//!   ledger the first time a node needs it (and again if Redis loses it, with a new `epoch`).
-//!   Its `credited` field is the ledger's credited total (top-ups, refunds, adjustments) it
-//!   includes:
-//!   nodes compare it with the ledger when they see a new entry or load the account, and add
-//!   the difference once, however many nodes do so and whoever wrote the entry (the CLI too).
-//! - `spent:{key}:{window}`: a limited key's charges and holds in its limit window, the same way.
+//! - `avail:{account}` (field `amount`): a prepaid account's credits minus what is held for
+//!   requests in flight. A reservation takes the request's worst case; settling gives back the
+//!   difference with the actual cost. Built from the ledger's balance the first time a node
+//!   needs it (and again if Redis loses it). Its `credited` field is the ledger's credited total
+//!   (top-ups, refunds, adjustments) it includes: nodes compare it with the ledger when they
+//!   see a new entry or load the account, and add the difference once, however many nodes do
+//!   so and whoever wrote the entry (the CLI too).
+//! - `spent:{key}:{window}` (field `amount`): a limited key's charges and holds in its limit
+//!   window, the same way.
+//! - `holds:{node}`: every hold a node has taken and not yet settled, so that the holds of a
+//!   node that died are given back: each node keeps `alive:{node}` fresh, and the others
+//!   release the holds of one whose `alive` key expired ([`Cluster::release_dead_nodes`]).
+//!   Settling a hold that is no longer there (released, or lost with Redis) charges the cost
+//!   only: the hold was never taken from the amount as it now stands.
 //! - `rpm:{key}`, `free:{key}`: sorted sets of request times (sliding minute); `tpm:{key}`:
 //!   tokens per second; `freeday:{key}:{day}`: free-model requests that day.
+//!
+//! The scripts touch keys they compute (a dead node's holds), so the cluster's Redis is one
+//! server (with replicas if wanted), not Redis Cluster.
 
 use std::time::Duration;
 
@@ -66,9 +74,8 @@ pub struct HoldKeys {
     spent: Option<String>,
     tpm: String,
     has_tpm: bool,
-    /// The amounts' epochs when the hold was taken (see [`SETTLE`]).
-    avail_epoch: String,
-    spent_epoch: String,
+    /// The hold's entry in this node's `holds` (its request's unique member).
+    member: String,
 }
 
 /// What a finished request replaces its hold by.
@@ -100,10 +107,10 @@ end
 "#;
 
 const RESERVE: &str = r#"
--- KEYS: avail, spent, rpm, tpm, free, freeday
+-- KEYS: avail, spent, rpm, tpm, free, freeday, holds (this node's)
 -- ARGV: now, member, credits ('' = not prepaid), limit_amount, limit_max_minus_amount,
 --       limit_max ('' = no limit), rpm (''), tpm (''), free_cap ('' = not free), day_end,
---       window_ttl_ms ('' = none), -credits, -limit_amount
+--       window_ttl_ms ('' = none), -credits, the hold's record (how to give it back)
 local now = tonumber(ARGV[1])
 local since = now - 60000
 if ARGV[9] ~= '' then
@@ -155,16 +162,12 @@ if ARGV[3] ~= '' then
   end
 end
 -- Every check passed: hold.
-local avail_epoch, spent_epoch = '', ''
-if ARGV[3] ~= '' then
-  redis.call('HINCRBY', KEYS[1], 'amount', ARGV[12])
-  avail_epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
-end
+if ARGV[3] ~= '' then redis.call('HINCRBY', KEYS[1], 'amount', ARGV[12]) end
 if ARGV[6] ~= '' then
   redis.call('HINCRBY', KEYS[2], 'amount', ARGV[4])
   if ARGV[11] ~= '' then redis.call('PEXPIRE', KEYS[2], ARGV[11]) end
-  spent_epoch = redis.call('HGET', KEYS[2], 'epoch') or ''
 end
+if ARGV[3] ~= '' or ARGV[6] ~= '' then redis.call('HSET', KEYS[7], ARGV[2], ARGV[13]) end
 if ARGV[7] ~= '' then
   redis.call('ZADD', KEYS[3], now, ARGV[2])
   redis.call('PEXPIRE', KEYS[3], 60000)
@@ -175,40 +178,64 @@ if ARGV[9] ~= '' then
   redis.call('INCR', KEYS[6])
   redis.call('PEXPIREAT', KEYS[6], tonumber(ARGV[10]) + 3600000)
 end
-return {'held', avail_epoch, spent_epoch}
+return {'held'}
 "#;
 
 const SETTLE: &str = r#"
--- KEYS: avail, spent, tpm
--- ARGV: credits_back, -charged, avail_epoch ('' = no credits held), limit_back,
---       -limit_charged, spent_epoch ('' = no limit held), tokens, second, tpm (0/1)
--- A hold taken before Redis lost the amount (an older epoch) was never taken from the
--- rebuilt amount: only the charge is. Amounts that are gone are not recreated.
-local function settle(key, epoch, back, charge)
-  if epoch == '' or redis.call('EXISTS', key) == 0 then return end
-  if redis.call('HGET', key, 'epoch') == epoch then
+-- KEYS: avail, spent, tpm, holds (this node's)
+-- ARGV: credits_held - charged ('' = no credits held), -charged,
+--       limit_charged - limit_held ('' = no limit held), limit_charged, tokens, second,
+--       tpm (0/1), member
+-- A hold no longer registered (released as a dead node's, or lost with Redis) was not taken
+-- from the amount as it now stands: only the charge is. Amounts that are gone are not
+-- recreated (they are rebuilt from the ledger when next needed).
+local held = redis.call('HDEL', KEYS[4], ARGV[8]) == 1
+local function settle(key, back, charge)
+  if back == '' or redis.call('EXISTS', key) == 0 then return end
+  if held then
     redis.call('HINCRBY', key, 'amount', back)
   else
     redis.call('HINCRBY', key, 'amount', charge)
   end
 end
-settle(KEYS[1], ARGV[3], ARGV[1], ARGV[2])
-settle(KEYS[2], ARGV[6], ARGV[4], ARGV[5])
-if ARGV[9] == '1' and tonumber(ARGV[7]) > 0 then
-  redis.call('HINCRBY', KEYS[3], ARGV[8], ARGV[7])
+settle(KEYS[1], ARGV[1], ARGV[2])
+settle(KEYS[2], ARGV[3], ARGV[4])
+if ARGV[7] == '1' and tonumber(ARGV[5]) > 0 then
+  redis.call('HINCRBY', KEYS[3], ARGV[6], ARGV[5])
   redis.call('PEXPIRE', KEYS[3], 120000)
 end
 return 1
 "#;
 
 const INIT: &str = r#"
--- KEYS: an amount (avail or spent). ARGV: amount, epoch, credited ('' = none), ttl_ms ('').
+-- KEYS: an amount (avail or spent). ARGV: amount, credited ('' = none), ttl_ms ('').
 -- Unless another node already did.
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'amount', ARGV[1], 'epoch', ARGV[2])
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'credited', ARGV[3]) end
-if ARGV[4] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+redis.call('HSET', KEYS[1], 'amount', ARGV[1])
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'credited', ARGV[2]) end
+if ARGV[3] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return 1
+"#;
+
+const RELEASE_DEAD: &str = r#"
+-- KEYS: alive:{node}, holds:{node}, nodes. ARGV: node.
+-- A node whose heartbeat expired: give back every hold it had (each record is
+-- "avail\tcredits\tspent\t-limit", '' where none), once.
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local records = redis.call('HVALS', KEYS[2])
+for _, r in ipairs(records) do
+  local f = {}
+  for part in string.gmatch(r .. '\t', '([^\t]*)\t') do f[#f + 1] = part end
+  if f[1] ~= '' and redis.call('EXISTS', f[1]) == 1 then
+    redis.call('HINCRBY', f[1], 'amount', f[2])
+  end
+  if f[3] ~= '' and redis.call('EXISTS', f[3]) == 1 then
+    redis.call('HINCRBY', f[3], 'amount', f[4])
+  end
+end
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1])
+return #records
 "#;
 
 const RECONCILE: &str = r#"
@@ -244,26 +271,35 @@ impl Cluster {
                 .map(|_| self.key(&["spent", a.key_hash, &a.limit_window_start.to_string()])),
             tpm: self.key(&["tpm", a.key_hash]),
             has_tpm: a.tpm.is_some(),
-            avail_epoch: String::new(),
-            spent_epoch: String::new(),
+            member: a.member.to_string(),
         }
     }
 
     /// Check and hold everything a request needs, atomically for all nodes.
     pub async fn reserve(&self, a: &Ask<'_>) -> anyhow::Result<(Answer, HoldKeys)> {
-        let mut keys = self.hold_keys(a);
+        let keys = self.hold_keys(a);
         let day = a.now_ms.div_euclid(86_400_000);
         let (limit_amount, limit_max) = match a.limit {
             Some((amount, max)) => (Some(amount), Some(max)),
             None => (None, None),
         };
+        // How to give the hold back if this node dies first.
+        let record = format!(
+            "{}\t{}\t{}\t{}",
+            keys.avail.as_deref().unwrap_or_default(),
+            opt(a.credits.map(|c| c.0)),
+            keys.spent.as_deref().unwrap_or_default(),
+            opt(limit_amount.map(|m| -m.0)),
+        );
+        let unused = || self.key(&["unused"]);
         let reply: Vec<String> = script(RESERVE)
-            .key(keys.avail.clone().unwrap_or_else(|| self.key(&["unused"])))
-            .key(keys.spent.clone().unwrap_or_else(|| self.key(&["unused"])))
+            .key(keys.avail.clone().unwrap_or_else(unused))
+            .key(keys.spent.clone().unwrap_or_else(unused))
             .key(self.key(&["rpm", a.key_hash]))
             .key(&keys.tpm)
             .key(self.key(&["free", a.key_hash]))
             .key(self.key(&["freeday", a.key_hash, &day.to_string()]))
+            .key(self.key(&["holds", &self.node]))
             .arg(a.now_ms)
             .arg(a.member)
             .arg(opt(a.credits.map(|c| c.0)))
@@ -278,24 +314,12 @@ impl Cluster {
             .arg((day + 1) * 86_400_000)
             .arg(opt(a.limit_window_ttl.map(|d| d.as_millis())))
             .arg(opt(a.credits.map(|c| -c.0)))
-            .arg(opt(limit_amount.map(|m| -m.0)))
+            .arg(record)
             .invoke_async(&mut self.conn())
             .await?;
         let money = |s: Option<&String>| Money(s.and_then(|s| s.parse().ok()).unwrap_or(0));
         let answer = match reply.first().map(String::as_str) {
-            Some("held") => {
-                keys.avail_epoch = reply.get(1).cloned().unwrap_or_default();
-                keys.spent_epoch = reply.get(2).cloned().unwrap_or_default();
-                // An amount without an epoch (impossible unless edited by hand) is settled
-                // like one from another epoch: charge only.
-                if keys.avail.is_some() && keys.avail_epoch.is_empty() {
-                    keys.avail_epoch = "?".into();
-                }
-                if keys.spent.is_some() && keys.spent_epoch.is_empty() {
-                    keys.spent_epoch = "?".into();
-                }
-                Answer::Held
-            }
+            Some("held") => Answer::Held,
             Some("need_credits") => Answer::NeedCredits,
             Some("need_limit") => Answer::NeedLimit,
             Some("credits") => Answer::Credits(money(reply.get(1))),
@@ -349,12 +373,9 @@ impl Cluster {
         credited: Option<Money>,
         ttl: Option<Duration>,
     ) -> anyhow::Result<()> {
-        // A new epoch: holds taken from an earlier copy of this amount settle differently.
-        let epoch = format!("{:016x}", rand::random::<u64>());
         let _: i64 = script(INIT)
             .key(key)
             .arg(amount.0)
-            .arg(epoch)
             .arg(opt(credited.map(|c| c.0)))
             .arg(opt(ttl.map(|t| t.as_millis())))
             .invoke_async(&mut self.conn())
@@ -369,26 +390,49 @@ impl Cluster {
             .key(keys.avail.clone().unwrap_or_else(unused))
             .key(keys.spent.clone().unwrap_or_else(unused))
             .key(&keys.tpm)
-            .arg(s.credits_held.saturating_sub(s.charged).0)
+            .key(self.key(&["holds", &self.node]))
+            .arg(opt(keys
+                .avail
+                .as_ref()
+                .map(|_| s.credits_held.saturating_sub(s.charged).0)))
             .arg(-s.charged.0)
-            .arg(if keys.avail.is_some() {
-                keys.avail_epoch.as_str()
-            } else {
-                ""
-            })
-            .arg(s.limit_held.saturating_sub(s.limit_charged).0)
-            .arg(-s.limit_charged.0)
-            .arg(if keys.spent.is_some() {
-                keys.spent_epoch.as_str()
-            } else {
-                ""
-            })
+            .arg(opt(keys
+                .spent
+                .as_ref()
+                .map(|_| s.limit_charged.saturating_sub(s.limit_held).0)))
+            .arg(s.limit_charged.0)
             .arg(s.tokens)
             .arg(now_ms.div_euclid(1000))
             .arg(if keys.has_tpm { "1" } else { "0" })
+            .arg(&keys.member)
             .invoke_async(&mut self.conn())
             .await?;
         Ok(())
+    }
+
+    /// Give back the holds of nodes that stopped beating (killed, or cut off from Redis for
+    /// longer than [`super::ALIVE_FOR`]); how many holds.
+    pub async fn release_dead_nodes(&self) -> anyhow::Result<u64> {
+        let nodes_key = self.key(&["nodes"]);
+        let nodes: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&nodes_key)
+            .query_async(&mut self.conn())
+            .await?;
+        let mut released = 0;
+        for node in nodes.iter().filter(|n| **n != self.node) {
+            let n: i64 = script(RELEASE_DEAD)
+                .key(self.key(&["alive", node]))
+                .key(self.key(&["holds", node]))
+                .key(&nodes_key)
+                .arg(node)
+                .invoke_async(&mut self.conn())
+                .await?;
+            if n > 0 {
+                tracing::warn!("gave back {n} holds of node {node}, which stopped");
+                released += n as u64;
+            }
+        }
+        Ok(released)
     }
 
     /// Bring an account's available credits up to date with the ledger's credited total

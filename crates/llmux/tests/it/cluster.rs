@@ -157,7 +157,7 @@ async fn three_nodes_hold_credits_limits_and_rate_limits_exactly() {
     let audit = settled().await;
     assert_eq!(audit["clean"], true, "{audit}");
     assert_eq!(store.balance(&key.account).await.unwrap().0, 0);
-    let shared = llmux::cluster::Cluster::connect(&c.redis.url(), "llmux")
+    let shared = llmux::cluster::Cluster::connect(&c.redis.url(), "llmux", "test-observer")
         .await
         .unwrap();
     assert_eq!(
@@ -243,9 +243,19 @@ async fn three_nodes_hold_credits_limits_and_rate_limits_exactly() {
         "--json",
     ]);
     let limited: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let statuses = burst(nodes, limited["key"].as_str().unwrap(), 10 * n).await;
-    assert_eq!(count(&statuses, 200), n, "{statuses:?}");
-    assert_eq!(count(&statuses, 403), 9 * n, "{statuses:?}");
+    let limited = limited["key"].as_str().unwrap();
+    // First three requests that hold twice what they cost (max_tokens 2K, K answered): the
+    // settlement brings the key's spending down to what they cost.
+    for node in nodes {
+        let mut body = echo_request();
+        body["max_tokens"] = (2 * K).into();
+        let r = node.post("/api/v1/chat/completions", limited, &body).await;
+        assert_eq!(r.status(), 200);
+    }
+    // Then N − 3 more fit, exactly.
+    let statuses = burst(nodes, limited, 10 * n).await;
+    assert_eq!(count(&statuses, 200), n - 3, "{statuses:?}");
+    assert_eq!(count(&statuses, 403), 10 * n - (n - 3), "{statuses:?}");
 
     // R requests a minute admit R in total, not 3R.
     let r_limit = 7;
@@ -668,4 +678,61 @@ async fn a_node_rides_out_postgres_and_redis_outages() {
     );
     store.close().await;
     drop(gate);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_nodes_holds_are_given_back() {
+    // Slow streams: 200 words at 40 tokens a second.
+    let Some(mut c) = cluster(2, "m+tps=40", "").await else {
+        return;
+    };
+    let key = c.nodes[0].create_key("held", Some("1"));
+    let words = ["w"; 200].join(" ");
+    let body = json!({"model": MODEL, "stream": true, "max_tokens": 1000,
+                      "messages": [{"role": "user", "content": format!("echo: {words}")}]});
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let r = c.nodes[0]
+            .post("/api/v1/chat/completions", &key.key, &body)
+            .await;
+        assert_eq!(r.status(), 200);
+        streams.push(r);
+    }
+    // One request finishes on the other node meanwhile.
+    let r = c.nodes[1]
+        .post("/api/v1/chat/completions", &key.key, &echo_request())
+        .await;
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await;
+    let shared = llmux::cluster::Cluster::connect(&c.redis.url(), "llmux", "test-observer")
+        .await
+        .unwrap();
+    let store = llmux::storage::Store::open(&c.database).await.unwrap();
+    let held = shared.available(&key.account).await.unwrap().unwrap();
+    let balance = store.balance(&key.account).await.unwrap();
+    assert!(held < balance, "four holds of $0.002: {held} < {balance}");
+
+    // The node dies with its four requests in flight: nobody will settle them.
+    c.nodes[0].kill9();
+    drop(streams);
+    let start = Instant::now();
+    loop {
+        let available = shared.available(&key.account).await.unwrap().unwrap();
+        let balance = store.balance(&key.account).await.unwrap();
+        if available == balance {
+            break;
+        }
+        assert!(
+            start.elapsed() < llmux::cluster::ALIVE_FOR + Duration::from_secs(6),
+            "the holds were not given back: {available} available, {balance} in the ledger"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("holds given back after {:?}", start.elapsed());
+    // And the node left serves on.
+    let r = c.nodes[1]
+        .post("/api/v1/chat/completions", &key.key, &echo_request())
+        .await;
+    assert_eq!(r.status(), 200);
+    store.close().await;
 }
