@@ -256,7 +256,8 @@ async fn settle_shared(cluster: Arc<Cluster>, keys: HoldKeys, settlement: Settle
         }
     }
     tracing::error!(
-        "a reservation could not be settled in Redis; its hold stays until the account is reloaded"
+        "a reservation could not be settled in Redis; it stays held until this node stops \
+         (another node then gives it back)"
     );
 }
 
@@ -600,6 +601,16 @@ impl Billing {
             tpm: key.tpm.filter(|t| *t >= 0),
             free: free_cap,
         };
+        if ask.credits.is_none()
+            && ask.limit.is_none()
+            && ask.rpm.is_none()
+            && ask.tpm.is_none()
+            && ask.free.is_none()
+        {
+            // Nothing to decide for all nodes (a postpaid account's unlimited key): this node's
+            // book alone, and no Redis needed.
+            return self.reserve(ctx, credits, limit_amount, free);
+        }
         let unavailable = |e: anyhow::Error| {
             tracing::warn!("reserving through Redis failed: {e:#}");
             ReserveError::Unavailable

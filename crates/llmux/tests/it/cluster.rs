@@ -595,6 +595,8 @@ async fn a_node_rides_out_postgres_and_redis_outages() {
     };
     let gw = &c.nodes[0];
     let key = gw.create_key("outage", Some("1"));
+    // A postpaid account's key without limits: nothing to decide for all nodes.
+    let postpaid = gw.create_key("postpaid", None);
     let mut ids = Vec::new();
     let mut spent = rust_decimal::Decimal::ZERO;
     let send = async |stream: bool| -> reqwest::Response {
@@ -611,6 +613,13 @@ async fn a_node_rides_out_postgres_and_redis_outages() {
         let r = send(i % 2 == 0).await;
         spent += dec(&answered(r, &mut ids).await);
     }
+
+    let r = gw
+        .post("/api/v1/chat/completions", &postpaid.key, &echo_request())
+        .await;
+    assert_eq!(r.status(), 200);
+    ids.push(r.headers()["x-generation-id"].to_str().unwrap().to_string());
+    let _ = r.bytes().await;
 
     // PostgreSQL away: the node still answers (keys, credits and limits need no database);
     // the records wait in its queue and spool.
@@ -635,6 +644,16 @@ async fn a_node_rides_out_postgres_and_redis_outages() {
         v["error"]["message"].as_str().unwrap().contains("Redis"),
         "{v}"
     );
+    let r = gw
+        .post("/api/v1/chat/completions", &postpaid.key, &echo_request())
+        .await;
+    assert_eq!(
+        r.status(),
+        200,
+        "a key with nothing shared to check needs no Redis"
+    );
+    ids.push(r.headers()["x-generation-id"].to_str().unwrap().to_string());
+    let _ = r.bytes().await;
 
     // Both back (Redis empty): the account's credits are rebuilt from the ledger once the
     // records are in it, and nothing was lost.
