@@ -129,7 +129,9 @@ async fn until_status(gw: &Gateway, key: &str, status: u16, within: Duration) ->
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_nodes_hold_credits_limits_and_rate_limits_exactly() {
-    let Some(c) = cluster(3, "m", "").await else {
+    // A free endpoint too, for the free-model limit (20 requests a minute per key).
+    let free = endpoint("z-ai/glm-4.6", "simco", "m", "0", "0", "");
+    let Some(c) = cluster(3, "m", &free).await else {
         return;
     };
     let nodes = &c.nodes;
@@ -272,6 +274,36 @@ async fn three_nodes_hold_credits_limits_and_rate_limits_exactly() {
     let statuses = burst(nodes, rl["key"].as_str().unwrap(), 10 * r_limit).await;
     assert_eq!(count(&statuses, 200), r_limit, "{statuses:?}");
     assert_eq!(count(&statuses, 429), 9 * r_limit, "{statuses:?}");
+
+    // The free-model limit is per key for all nodes too: 20 a minute, not 60.
+    let free_key = gw.create_key("free", None);
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let gw = &nodes[i % 3];
+        let (http, url, k) = (
+            gw.http.clone(),
+            gw.url("/api/v1/chat/completions"),
+            free_key.key.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"model": "z-ai/glm-4.6:free", "max_tokens": K,
+                              "messages": [{"role": "user", "content": "echo: free"}]});
+            let r = http
+                .post(url)
+                .bearer_auth(k)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(count(&statuses, 200), 20, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 40, "{statuses:?}");
     store.close().await;
 }
 
