@@ -784,9 +784,15 @@ impl Billing {
             self.refresh_byok(&a).await?;
         }
         let mut last = marks.ledger_after_id;
+        // Read up to the current end, then start there next time: this node's own entries
+        // (most of them, under load) are neither sent nor scanned again.
+        let end = self.store.ledger_max_id().await?;
         let mut credited_accounts = Vec::new();
         loop {
-            let entries = self.store.ledger_after(last, 1000).await?;
+            let entries = self
+                .store
+                .ledger_between(last, end, 1000, &self.node)
+                .await?;
             let n = entries.len();
             for e in entries {
                 last = e.id;
@@ -839,7 +845,7 @@ impl Billing {
         // Look back a little: a row written in the same millisecond as the last poll is not lost.
         marks.keys_since_ms = started - 1000;
         marks.byok_since_ms = started - 1000;
-        marks.ledger_after_id = last;
+        marks.ledger_after_id = last.max(end);
         marks.last_run = Some(Instant::now());
         Ok(())
     }

@@ -132,15 +132,23 @@ impl Store {
         Ok((Money(row.try_get(0)?), Money(row.try_get(1)?)))
     }
 
-    /// Entries with an id above `after_id`, oldest first, at most `limit`.
-    pub async fn ledger_after(
+    /// Entries with an id above `after_id` and at most `through_id`, written by other nodes
+    /// than `except_node` (a node knows its own), oldest first, at most `limit`.
+    pub async fn ledger_between(
         &self,
         after_id: i64,
+        through_id: i64,
         limit: i64,
+        except_node: &str,
     ) -> anyhow::Result<Vec<LedgerEntry>> {
-        let sql = format!("SELECT {COLUMNS} FROM ledger WHERE id > $1 ORDER BY id LIMIT $2");
+        let sql = format!(
+            "SELECT {COLUMNS} FROM ledger WHERE id > $1 AND id <= $2 AND node <> $3 \
+             ORDER BY id LIMIT $4"
+        );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(after_id)
+            .bind(through_id)
+            .bind(except_node)
             .bind(limit)
             .fetch_all(self.pool())
             .await?;
