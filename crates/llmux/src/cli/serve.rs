@@ -238,14 +238,17 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
             tracing::debug!("TCP_NODELAY not set: {e}");
         }
     });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        if let Some(t) = &traffic {
-            t.abort();
-        }
-        tracing::info!("shutting down: finishing open requests");
-        let _ = signalled_tx.send(());
-    });
+    // One router for every connection: `axum::serve` given a `Router` itself would rebuild
+    // its route table for each new connection (tens of KB and a hash map per connection).
+    let server =
+        axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            if let Some(t) = &traffic {
+                t.abort();
+            }
+            tracing::info!("shutting down: finishing open requests");
+            let _ = signalled_tx.send(());
+        });
     let grace = async {
         let _ = signalled_rx.await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
