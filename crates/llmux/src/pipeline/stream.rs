@@ -45,8 +45,15 @@ impl Client {
 
     /// Send bytes; false if the client is gone.
     async fn send(&mut self, b: Vec<u8>) -> bool {
+        let first = !self.committed();
         self.commit();
-        b.is_empty() || self.tx.send(Bytes::from(b)).await.is_ok()
+        let sent = b.is_empty() || self.tx.send(Bytes::from(b)).await.is_ok();
+        if first {
+            // Let the connection write the first token out now: when the upstream's events
+            // arrive together, this task would otherwise relay (and meter) all of them first.
+            tokio::task::yield_now().await;
+        }
+        sent
     }
 }
 
