@@ -304,6 +304,15 @@ pub struct Billing {
     cluster: std::sync::OnceLock<Arc<Cluster>>,
 }
 
+/// Free-model requests a key may make a day: more once its account has bought credits.
+fn free_per_day(account: &Account) -> u64 {
+    if account.book.lock().credited >= FREE_CREDITS_THRESHOLD {
+        FREE_PER_DAY_WITH_CREDITS
+    } else {
+        FREE_PER_DAY
+    }
+}
+
 impl Billing {
     pub async fn new(
         store: Store,
@@ -484,11 +493,7 @@ impl Billing {
             if free_day.0 != day {
                 *free_day = (day, 0);
             }
-            let cap = if ctx.account.book.lock().credited >= FREE_CREDITS_THRESHOLD {
-                FREE_PER_DAY_WITH_CREDITS
-            } else {
-                FREE_PER_DAY
-            };
+            let cap = free_per_day(&ctx.account);
             if free_day.1 >= cap {
                 return Err(ReserveError::RateLimited {
                     unit: RateUnit::FreeRequestsPerDay,
@@ -580,13 +585,7 @@ impl Billing {
             Some("monthly") => Some(Duration::from_secs(32 * 86_400)),
             _ => None,
         };
-        let free_cap = free.then(|| {
-            if ctx.account.book.lock().credited >= FREE_CREDITS_THRESHOLD {
-                FREE_PER_DAY_WITH_CREDITS
-            } else {
-                FREE_PER_DAY
-            }
-        });
+        let free_cap = free.then(|| free_per_day(&ctx.account));
         let member = format!("{now}-{:016x}", rand::random::<u64>());
         let ask = Ask {
             account: &ctx.account.id,

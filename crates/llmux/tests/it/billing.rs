@@ -8,13 +8,13 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-const MODEL: &str = "deepseek/deepseek-v3.2";
+pub(crate) const MODEL: &str = "deepseek/deepseek-v3.2";
 /// Words the simulator echoes back: exactly this many completion tokens per request.
-const K: u64 = 5;
+pub(crate) const K: u64 = 5;
 /// USD per million completion tokens; prompts are free, so a request costs K × P / 1e6.
-const P: &str = "2";
+pub(crate) const P: &str = "2";
 
-fn echo_request() -> Value {
+pub(crate) fn echo_request() -> Value {
     json!({"model": MODEL, "max_tokens": K, "messages": [{"role": "user", "content": "echo: a b c d e"}]})
 }
 
@@ -28,13 +28,16 @@ async fn gateway(server_extra: &str) -> (Gateway, llmux_sim::SimHandle) {
     (Gateway::start(server_extra, &rest).await, sim)
 }
 
-/// Fire `n` requests at once; the statuses, in no order.
-async fn burst(gw: &Gateway, key: &str, n: usize) -> Vec<u16> {
-    let gw = Arc::new((gw.http.clone(), gw.url("/api/v1/chat/completions")));
+/// Fire `n` requests at once, spread over `nodes` in turn; the statuses, in no order.
+pub(crate) async fn burst(nodes: &[Gateway], key: &str, n: usize) -> Vec<u16> {
     let mut tasks = Vec::new();
-    for _ in 0..n {
-        let (http, url) = (gw.0.clone(), gw.1.clone());
-        let key = key.to_string();
+    for i in 0..n {
+        let gw = &nodes[i % nodes.len()];
+        let (http, url, key) = (
+            gw.http.clone(),
+            gw.url("/api/v1/chat/completions"),
+            key.to_string(),
+        );
         tasks.push(tokio::spawn(async move {
             let r = http
                 .post(url)
@@ -55,7 +58,7 @@ async fn burst(gw: &Gateway, key: &str, n: usize) -> Vec<u16> {
     out
 }
 
-fn one_request_cost() -> rust_decimal::Decimal {
+pub(crate) fn one_request_cost() -> rust_decimal::Decimal {
     cost(&[(K, P)])
 }
 
@@ -65,7 +68,7 @@ async fn credits_for_n_requests_admit_exactly_n_of_ten_n() {
     let n = 8;
     let credits = one_request_cost() * rust_decimal::Decimal::from(n);
     let key = gw.create_key("n", Some(&credits.to_string()));
-    let statuses = burst(&gw, &key.key, 10 * n).await;
+    let statuses = burst(std::slice::from_ref(&gw), &key.key, 10 * n).await;
     let ok = statuses.iter().filter(|s| **s == 200).count();
     assert_eq!(ok, n, "exactly N succeed: {statuses:?}");
     assert!(
@@ -106,7 +109,7 @@ async fn a_key_limit_admits_exactly_its_worth() {
     );
     let key: Value = serde_json::from_slice(&out.stdout).unwrap();
     let k = key["key"].as_str().unwrap();
-    let statuses = burst(&gw, k, 10 * n).await;
+    let statuses = burst(std::slice::from_ref(&gw), k, 10 * n).await;
     assert_eq!(
         statuses.iter().filter(|s| **s == 200).count(),
         n,
@@ -148,7 +151,7 @@ async fn rate_limits_admit_r_per_minute_with_headers() {
     ]);
     let key: Value = serde_json::from_slice(&out.stdout).unwrap();
     let k = key["key"].as_str().unwrap();
-    let statuses = burst(&gw, k, 10 * r_limit).await;
+    let statuses = burst(std::slice::from_ref(&gw), k, 10 * r_limit).await;
     assert_eq!(
         statuses.iter().filter(|s| **s == 200).count(),
         r_limit,

@@ -12,21 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::billing::{K, MODEL, P, burst, echo_request, one_request_cost};
 use crate::harness::*;
-
-const MODEL: &str = "deepseek/deepseek-v3.2";
-/// Words the simulator echoes back: exactly this many completion tokens per request.
-const K: u64 = 5;
-/// USD per million completion tokens (prompts are free): a request costs K × P / 1e6.
-const P: &str = "2";
-
-fn echo_request() -> Value {
-    json!({"model": MODEL, "max_tokens": K, "messages": [{"role": "user", "content": "echo: a b c d e"}]})
-}
-
-fn one_request_cost() -> rust_decimal::Decimal {
-    cost(&[(K, P)])
-}
 
 /// Nodes sharing one database and one Redis; the database goes with them.
 struct Nodes {
@@ -72,36 +59,6 @@ async fn cluster(n: usize, upstream: &str, extra: &str) -> Option<Nodes> {
         database,
         _sim: sim,
     })
-}
-
-/// Fire `n` requests at once, spread over the nodes in turn; the statuses, in no order.
-async fn burst(nodes: &[Gateway], key: &str, n: usize) -> Vec<u16> {
-    let mut tasks = Vec::new();
-    for i in 0..n {
-        let gw = &nodes[i % nodes.len()];
-        let (http, url, key) = (
-            gw.http.clone(),
-            gw.url("/api/v1/chat/completions"),
-            key.to_string(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let r = http
-                .post(url)
-                .bearer_auth(key)
-                .json(&echo_request())
-                .send()
-                .await
-                .unwrap();
-            let s = r.status().as_u16();
-            let _ = r.bytes().await;
-            s
-        }));
-    }
-    let mut out = Vec::new();
-    for t in tasks {
-        out.push(t.await.unwrap());
-    }
-    out
 }
 
 fn count(statuses: &[u16], status: u16) -> usize {
