@@ -10,9 +10,13 @@
 //! - [`health`]: endpoints' circuit breakers, `Retry-After` avoidance and recent failures, so a
 //!   failing upstream seen by one node is avoided by all.
 //!
-//! When Redis cannot be reached, billing fails closed (requests get 503 until it is back);
-//! metering is unaffected (records go to the spool and PostgreSQL); health falls back to what
-//! each node sees itself.
+//! Each node also beats a heartbeat there; the holds of a node that stops beating are given
+//! back by the others ([`money`]).
+//!
+//! When Redis cannot be reached, billing fails closed for every key with something to decide
+//! for all nodes (503 until it is back; a postpaid key without limits goes on); metering is
+//! unaffected (records go to the spool and PostgreSQL); health falls back to what each node
+//! sees itself.
 
 pub mod health;
 pub mod money;
