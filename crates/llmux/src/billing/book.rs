@@ -133,6 +133,13 @@ fn prune<T>(q: &mut VecDeque<T>, now: i64, at: impl Fn(&T) -> i64) {
     }
 }
 
+/// Add to a sliding window, dropping what left it: a window only some keys check (rpm, tpm)
+/// must not grow for the others, whose requests still pass through here.
+fn push_recent<T>(q: &mut VecDeque<T>, now: i64, item: T, at: impl Fn(&T) -> i64) {
+    prune(q, now, at);
+    q.push_back(item);
+}
+
 /// An authenticated key and its account.
 pub struct KeyContext {
     pub key: KeyRow,
@@ -217,10 +224,13 @@ impl Reservation {
             l.spent = l.spent.saturating_add(limit_amount);
         }
         if tokens > 0 {
-            self.usage
-                .tokens
-                .lock()
-                .push_back((crate::clock::now_ms(), tokens));
+            let now = crate::clock::now_ms();
+            push_recent(
+                &mut self.usage.tokens.lock(),
+                now,
+                (now, tokens),
+                |(t, _)| *t,
+            );
         }
         if let Some((cluster, keys)) = self.shared.take() {
             let settlement = Settlement {
@@ -638,7 +648,7 @@ impl Billing {
                         let mut l = ctx.usage.limit.lock();
                         l.reserved = l.reserved.saturating_add(limit_amount);
                     }
-                    ctx.usage.requests.lock().push_back(now);
+                    push_recent(&mut ctx.usage.requests.lock(), now, now, |t| *t);
                     return Ok(Reservation {
                         account: ctx.account.clone(),
                         usage: ctx.usage.clone(),
@@ -875,5 +885,23 @@ impl Billing {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sliding_windows_keep_only_their_last_minute() {
+        let mut q = VecDeque::new();
+        for t in 0..1000 {
+            push_recent(&mut q, t, t, |x| *x);
+        }
+        assert_eq!(q.len(), 1000, "all within the minute");
+        push_recent(&mut q, RATE_WINDOW_MS + 500, RATE_WINDOW_MS + 500, |x| *x);
+        // Entries at or before 500 left the window; 501..=999 and the new one stay.
+        assert_eq!(q.len(), 500);
+        assert_eq!(q.front(), Some(&501));
     }
 }
