@@ -11,8 +11,24 @@ use crate::pipeline::Gateway;
 use crate::router::health::Shared;
 
 const EVERY: Duration = Duration::from_millis(500);
-/// Per-second counts are kept this long in Redis.
-const KEEP_MS: i64 = 120_000;
+/// An endpoint's counts are kept this long in Redis after the last one.
+const KEEP_MS: i64 = 600_000;
+/// Per-second counts live in a ring of this many one-second slots (so an endpoint's hash
+/// stays small however long it is used): the longest window the cluster can share.
+const SLOTS: i64 = 300;
+
+/// Add this node's successes and failures of one second to an endpoint's ring of slots.
+const ADD_COUNTS: &str = r#"
+-- KEYS: the endpoint's counts. ARGV: second, ok, failed, slots, keep_ms.
+local slot = tostring(tonumber(ARGV[1]) % tonumber(ARGV[4]))
+if redis.call('HGET', KEYS[1], slot .. ':sec') ~= ARGV[1] then
+  redis.call('HSET', KEYS[1], slot .. ':sec', ARGV[1], slot .. ':ok', 0, slot .. ':fail', 0)
+end
+redis.call('HINCRBY', KEYS[1], slot .. ':ok', ARGV[2])
+redis.call('HINCRBY', KEYS[1], slot .. ':fail', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"#;
 
 fn endpoint(provider: &str, model: &str) -> String {
     format!("{provider}|{model}")
@@ -40,16 +56,17 @@ impl Cluster {
                 let until = now.max(mine.open_until).max(mine.avoid_until);
                 push.zadd(&troubled, &id, until).ignore();
             }
-            if mine.ok > 0 {
-                push.hincr(&counts, format!("{second}:ok"), mine.ok)
-                    .ignore();
-            }
-            if mine.failed > 0 {
-                push.hincr(&counts, format!("{second}:fail"), mine.failed)
-                    .ignore();
-            }
             if mine.ok > 0 || mine.failed > 0 {
-                push.pexpire(&counts, KEEP_MS).ignore();
+                push.cmd("EVAL")
+                    .arg(ADD_COUNTS)
+                    .arg(1)
+                    .arg(&counts)
+                    .arg(second)
+                    .arg(mine.ok)
+                    .arg(mine.failed)
+                    .arg(SLOTS)
+                    .arg(KEEP_MS)
+                    .ignore();
                 pushed = true;
             }
             for (name, until) in [("open", mine.open_until), ("avoid", mine.avoid_until)] {
@@ -99,7 +116,7 @@ impl Cluster {
                 .get(self.key(&["avoid", &id]));
         }
         type Reply = (
-            std::collections::HashMap<String, u32>,
+            std::collections::HashMap<String, i64>,
             Option<i64>,
             Option<i64>,
         );
@@ -121,19 +138,16 @@ impl Cluster {
                 avoid_until: avoid.unwrap_or(0),
                 ..Shared::default()
             };
-            for (field, n) in counts {
-                let Some((sec, kind)) = field.split_once(':') else {
+            // Fields `{slot}:sec`, `{slot}:ok`, `{slot}:fail`: a slot counts if its second is
+            // in the window.
+            for (field, sec) in &counts {
+                let Some(slot) = field.strip_suffix(":sec") else {
                     continue;
                 };
-                let Ok(sec) = sec.parse::<i64>() else {
-                    continue;
-                };
-                if sec > second - window_secs {
-                    match kind {
-                        "ok" => shared.ok += n,
-                        "fail" => shared.failed += n,
-                        _ => {}
-                    }
+                if *sec > second - window_secs && *sec <= second {
+                    let n = |kind: &str| counts.get(&format!("{slot}:{kind}")).copied();
+                    shared.ok += n("ok").unwrap_or(0).clamp(0, u32::MAX as i64) as u32;
+                    shared.failed += n("fail").unwrap_or(0).clamp(0, u32::MAX as i64) as u32;
                 }
             }
             h.set_cluster(shared);
@@ -150,7 +164,7 @@ impl Cluster {
             loop {
                 every.tick().await;
                 let health = &gw.router.health;
-                let window = health.settings().unstable_window.as_secs().max(1) as i64;
+                let window = (health.settings().unstable_window.as_secs().max(1) as i64).min(SLOTS);
                 match self.exchange_health(health, window).await {
                     Ok(()) if failing => {
                         failing = false;

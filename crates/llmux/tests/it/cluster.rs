@@ -490,12 +490,24 @@ async fn rankings_and_activity_on_a_cluster_equal_one_nodes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_failing_endpoint_seen_by_one_node_is_avoided_by_all() {
-    // The cheap endpoint always fails (503); a dearer one of another provider works.
+async fn a_breaker_opened_by_one_node_is_open_on_all() {
+    // It opens after two failures in a row (before routing has learnt to avoid the endpoint).
+    failing_endpoint_avoided_by_all(2, 2.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_seen_by_one_node_make_the_endpoint_unstable_on_all() {
+    // The breaker stays closed; the failures alone (shared counts) make it go last.
+    failing_endpoint_avoided_by_all(100, 0.0).await;
+}
+
+/// The cheap endpoint always fails (503); a dearer one of another provider works. Node 0 meets
+/// the failures; node 1, which never sends the endpoint a request, must avoid it too, and see
+/// its breaker in `circuit` (0 closed, 2 open).
+async fn failing_endpoint_avoided_by_all(breaker_failures: u32, circuit_state: f64) {
     let sim = sim().await;
-    // Its breaker opens after two failures in a row (before routing has learnt to avoid it).
     let extra = format!(
-        "[router]\nbreaker_failures = 2\n\n{}{}",
+        "[router]\nbreaker_failures = {breaker_failures}\n\n{}{}",
         provider("backup", &format!("{}/v1", sim.base_url()), ""),
         endpoint(MODEL, "backup", "m", "0", "9", "")
     );
@@ -531,15 +543,15 @@ async fn a_failing_endpoint_seen_by_one_node_is_avoided_by_all() {
     let seen = metrics(&c.nodes[0]).await;
     assert_eq!(
         metric(&seen, &circuit),
-        Some(2.0),
-        "open on node 0:\n{seen}"
+        Some(circuit_state),
+        "node 0:\n{seen}"
     );
     assert_eq!(metric(&seen, &stable), Some(0.0), "{seen}");
     // Node 1, which never sent it a request, learns within a second or so...
     let start = Instant::now();
     loop {
         let text = metrics(&c.nodes[1]).await;
-        if metric(&text, &circuit) == Some(2.0) && metric(&text, &stable) == Some(0.0) {
+        if metric(&text, &circuit) == Some(circuit_state) && metric(&text, &stable) == Some(0.0) {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(3), "node 1:\n{text}");
