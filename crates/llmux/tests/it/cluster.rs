@@ -2,8 +2,9 @@
 //! hold exactly across them; a node killed and Redis restarted under load lose no record;
 //! rankings and activity equal one node's for the same traffic.
 //!
-//! Each test runs a `redis-server` of its own (on a free port) rather than the machine's
-//! Redis on 6379, because it restarts it; the PostgreSQL is the machine's (a fresh database).
+//! The nodes use the machine's PostgreSQL (a fresh database per test) and its Redis on 6379
+//! (under a key prefix per test), except where a test stops or restarts Redis: those run a
+//! `redis-server` of their own on a free port.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,10 +16,99 @@ use serde_json::{Value, json};
 use crate::billing::{K, MODEL, P, burst, echo_request, one_request_cost};
 use crate::harness::*;
 
+/// The cluster's Redis: the machine's (127.0.0.1:6379) under a key prefix of the test's own,
+/// whose keys are deleted afterwards; or a `redis-server` of the test's own, for the tests
+/// that stop or restart it.
+enum TestRedis {
+    Machine { prefix: String },
+    Own(RedisServer),
+}
+
+const MACHINE_REDIS: &str = "redis://127.0.0.1:6379";
+
+impl TestRedis {
+    /// The machine's Redis, or None (the test says why it skips) when nothing listens there,
+    /// unless `LLMUX_REQUIRE_SERVICES=1`, where that fails the test.
+    fn machine() -> Option<TestRedis> {
+        if std::net::TcpStream::connect("127.0.0.1:6379").is_err() {
+            assert!(
+                std::env::var("LLMUX_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "LLMUX_REQUIRE_SERVICES=1 but no Redis on 127.0.0.1:6379"
+            );
+            eprintln!("skipped: needs Redis on 127.0.0.1:6379");
+            return None;
+        }
+        Some(TestRedis::Machine {
+            prefix: format!("llmux-test-{:016x}", rand::random::<u64>()),
+        })
+    }
+
+    fn own() -> Option<TestRedis> {
+        RedisServer::start().map(TestRedis::Own)
+    }
+
+    fn url(&self) -> String {
+        match self {
+            TestRedis::Machine { .. } => MACHINE_REDIS.to_string(),
+            TestRedis::Own(r) => r.url(),
+        }
+    }
+
+    fn prefix(&self) -> &str {
+        match self {
+            TestRedis::Machine { prefix } => prefix,
+            TestRedis::Own(_) => "llmux",
+        }
+    }
+
+    /// The `[cluster]` section naming it.
+    fn section(&self) -> String {
+        format!(
+            "[cluster]\nredis = \"{}\"\nprefix = \"{}\"\n",
+            self.url(),
+            self.prefix()
+        )
+    }
+
+    /// The test's own server (to stop or restart it).
+    fn server(&mut self) -> &mut RedisServer {
+        match self {
+            TestRedis::Own(r) => r,
+            TestRedis::Machine { .. } => panic!("the machine's Redis is not the test's to restart"),
+        }
+    }
+
+    /// A connection as a node sees the cluster (to read what Redis holds).
+    async fn observe(&self) -> llmux::cluster::Cluster {
+        llmux::cluster::Cluster::connect(&self.url(), self.prefix(), "test-observer")
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let TestRedis::Machine { prefix } = self else {
+            return;
+        };
+        let Ok(mut conn) = redis::Client::open(MACHINE_REDIS).and_then(|c| c.get_connection())
+        else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
+}
+
 /// Nodes sharing one database and one Redis; the database goes with them.
 struct Nodes {
     nodes: Vec<Gateway>,
-    redis: RedisServer,
+    redis: TestRedis,
     database: String,
     _sim: llmux_sim::SimHandle,
 }
@@ -41,13 +131,17 @@ fn rest(sim: &llmux_sim::SimHandle, upstream: &str, extra: &str) -> String {
     )
 }
 
-/// `n` nodes, or None (the test says why it skips) without PostgreSQL or redis-server.
+/// `n` nodes on the machine's PostgreSQL and Redis, or None (the test says why it skips)
+/// without them.
 async fn cluster(n: usize, upstream: &str, extra: &str) -> Option<Nodes> {
+    cluster_on(TestRedis::machine()?, n, upstream, extra).await
+}
+
+async fn cluster_on(redis: TestRedis, n: usize, upstream: &str, extra: &str) -> Option<Nodes> {
     let server = postgres_server()?;
-    let redis = RedisServer::start()?;
     let sim = sim().await;
     let database = create_postgres_database(&server).await;
-    let extra = format!("[cluster]\nredis = \"{}\"\n\n{extra}", redis.url());
+    let extra = format!("{}\n{extra}", redis.section());
     let rest = rest(&sim, upstream, &extra);
     let mut nodes = Vec::new();
     for _ in 0..n {
@@ -116,9 +210,7 @@ async fn three_nodes_hold_credits_limits_and_rate_limits_exactly() {
     let audit = settled().await;
     assert_eq!(audit["clean"], true, "{audit}");
     assert_eq!(store.balance(&key.account).await.unwrap().0, 0);
-    let shared = llmux::cluster::Cluster::connect(&c.redis.url(), "llmux", "test-observer")
-        .await
-        .unwrap();
+    let shared = c.redis.observe().await;
     assert_eq!(
         shared.available(&key.account).await.unwrap(),
         Some(llmux::money::Money::ZERO),
@@ -266,7 +358,11 @@ async fn three_nodes_hold_credits_limits_and_rate_limits_exactly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_node_and_a_restarted_redis_lose_no_record() {
-    let Some(mut c) = cluster(3, "m+tps=400", "").await else {
+    // Its own Redis, restarted mid-load.
+    let Some(redis) = TestRedis::own() else {
+        return;
+    };
+    let Some(mut c) = cluster_on(redis, 3, "m+tps=400", "").await else {
         return;
     };
     let key = c.nodes[0].create_key("load", Some("5"));
@@ -311,7 +407,7 @@ async fn a_killed_node_and_a_restarted_redis_lose_no_record() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     c.nodes[0].kill9();
     tokio::time::sleep(Duration::from_millis(800)).await;
-    c.redis.restart();
+    c.redis.server().restart();
     tokio::time::sleep(Duration::from_millis(2000)).await;
     stop.store(true, Ordering::Relaxed);
     let mut answered = Vec::new();
@@ -573,7 +669,8 @@ async fn a_node_rides_out_postgres_and_redis_outages() {
     let Some(server) = postgres_server() else {
         return;
     };
-    let Some(redis) = RedisServer::start() else {
+    // Its own Redis, stopped mid-test.
+    let Some(redis) = TestRedis::own() else {
         return;
     };
     let sim = sim().await;
@@ -586,7 +683,7 @@ async fn a_node_rides_out_postgres_and_redis_outages() {
     let name = database.rsplit('/').next().unwrap();
     let sep = if scheme_user.ends_with("//") { "" } else { "@" };
     let gated = format!("{scheme_user}{sep}127.0.0.1:{}/{name}", gate.port);
-    let extra = format!("[cluster]\nredis = \"{}\"\n", redis.url());
+    let extra = redis.section();
     let node = Gateway::start_on(&gated, "", &rest(&sim, "m", &extra), &[]).await;
     let mut c = Nodes {
         nodes: vec![node],
@@ -633,7 +730,7 @@ async fn a_node_rides_out_postgres_and_redis_outages() {
     }
 
     // Redis away too: billing fails closed, with a clear error and a time to retry.
-    c.redis.stop();
+    c.redis.server().stop();
     let r = send(false).await;
     // Refused requests have records too (status and error, no cost), like OpenRouter's.
     let mut refused = 1;
@@ -658,7 +755,7 @@ async fn a_node_rides_out_postgres_and_redis_outages() {
 
     // Both back (Redis empty): the account's credits are rebuilt from the ledger once the
     // records are in it, and nothing was lost.
-    c.redis.resume();
+    c.redis.server().resume();
     gate.restore();
     let start = Instant::now();
     loop {
@@ -724,9 +821,7 @@ async fn a_dead_nodes_holds_are_given_back() {
         .await;
     assert_eq!(r.status(), 200);
     let _ = r.bytes().await;
-    let shared = llmux::cluster::Cluster::connect(&c.redis.url(), "llmux", "test-observer")
-        .await
-        .unwrap();
+    let shared = c.redis.observe().await;
     let store = llmux::storage::Store::open(&c.database).await.unwrap();
     let held = shared.available(&key.account).await.unwrap().unwrap();
     let balance = store.balance(&key.account).await.unwrap();
