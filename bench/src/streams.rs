@@ -61,7 +61,9 @@ async fn stream_once(
     let mut s = r.bytes_stream();
     while let Some(b) = s.next().await {
         pending.extend_from_slice(&b?);
-        while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+        while ttft.is_none()
+            && let Some(end) = pending.windows(2).position(|w| w == b"\n\n")
+        {
             let event: Vec<u8> = pending.drain(..end + 2).collect();
             let text = String::from_utf8_lossy(&event);
             for line in text.lines() {
@@ -78,8 +80,17 @@ async fn stream_once(
                 {
                     chunks += 1;
                     ttft.get_or_insert_with(|| started.elapsed());
+                    // What follows starts an event: keep a boundary before it.
+                    pending.splice(0..0, *b"\n\n");
                 }
             }
+        }
+        if ttft.is_some() {
+            // After the first token, events are counted, not parsed: the client's own work
+            // per event would otherwise be counted as llmux's.
+            chunks += pending.windows(8).filter(|w| w == b"\n\ndata: ").count();
+            let keep = pending.len().saturating_sub(7);
+            pending.drain(..keep);
         }
     }
     Ok(Timing {

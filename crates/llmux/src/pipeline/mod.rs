@@ -329,9 +329,11 @@ pub async fn execute(
         Ok(Head::Stream(rx)) => {
             let body =
                 axum::body::Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
-                    rx.recv()
-                        .await
-                        .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+                    let first = rx.recv().await?;
+                    Some((
+                        Ok::<_, std::convert::Infallible>(coalesce(first, &mut rx)),
+                        rx,
+                    ))
                 }));
             (
                 [
@@ -349,6 +351,26 @@ pub async fn execute(
         Err(_) => ApiError::internal("the request was dropped").into_response(),
     };
     with_generation_id(response, &id)
+}
+
+/// Join the stream's pieces already waiting into one: when an upstream's events arrive
+/// together, the client gets them as one HTTP chunk instead of one each (each is a wake-up and
+/// a frame to decode on its side). Nothing waits for more.
+fn coalesce(first: Bytes, rx: &mut tokio::sync::mpsc::Receiver<Bytes>) -> Bytes {
+    const MAX: usize = 64 * 1024;
+    let Ok(second) = rx.try_recv() else {
+        return first;
+    };
+    let mut joined = bytes::BytesMut::with_capacity((first.len() + second.len()) * 2);
+    joined.extend_from_slice(&first);
+    joined.extend_from_slice(&second);
+    while joined.len() < MAX {
+        match rx.try_recv() {
+            Ok(more) => joined.extend_from_slice(&more),
+            Err(_) => break,
+        }
+    }
+    joined.freeze()
 }
 
 /// One request's state from routing on, owned by its driving task.
