@@ -173,32 +173,23 @@ pub async fn reserve(
     limit: Money,
     free: bool,
 ) -> Result<Reservation, ApiError> {
-    let result = match &gw.cluster {
-        // Several nodes: the cluster decides, for all of them at once.
-        Some(cluster) => {
-            let mut result = gw
-                .billing
-                .reserve_shared(cluster, key, credits, limit, free)
-                .await;
-            if matches!(result, Err(ReserveError::InsufficientCredits { .. })) {
-                // A top-up not yet seen: reading the ledger brings it to the cluster.
-                gw.billing.sync_if_stale().await;
-                result = gw
-                    .billing
+    let attempt = || async {
+        match &gw.cluster {
+            // Several nodes: the cluster decides, for all of them at once.
+            Some(cluster) => {
+                gw.billing
                     .reserve_shared(cluster, key, credits, limit, free)
-                    .await;
+                    .await
             }
-            result
-        }
-        None => {
-            let mut result = gw.billing.reserve(key, credits, limit, free);
-            if matches!(result, Err(ReserveError::InsufficientCredits { .. })) {
-                gw.billing.sync_if_stale().await;
-                result = gw.billing.reserve(key, credits, limit, free);
-            }
-            result
+            None => gw.billing.reserve(key, credits, limit, free),
         }
     };
+    let mut result = attempt().await;
+    if matches!(result, Err(ReserveError::InsufficientCredits { .. })) {
+        // A top-up not seen yet: reading the ledger brings it here (and to the cluster).
+        gw.billing.sync_if_stale().await;
+        result = attempt().await;
+    }
     result.map_err(|e| match e {
         ReserveError::Unavailable => ApiError::unavailable(
             "Billing is temporarily unavailable (the cluster's Redis cannot be reached); retry shortly",

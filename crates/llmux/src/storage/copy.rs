@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use sqlx::any::AnyRow;
 use sqlx::{Column, Row};
 
-use super::{Backend, Store, placeholders};
+use super::{Backend, Store, placeholders, rollups};
 
 /// Tables in copy order (referenced before referencing), each with the columns that order its
 /// pages. The ledger's own ids are not copied: the destination numbers its entries.
@@ -17,26 +17,10 @@ pub const TABLES: &[(&str, &[&str])] = &[
     ("byok_keys", &["account_id", "provider"]),
     ("ledger", &["id"]),
     ("generations", &["created_at", "id"]),
-    (
-        "rollup_models",
-        &["period", "start", "model", "provider", "public"],
-    ),
-    (
-        "rollup_apps",
-        &["period", "start", "app", "model", "public"],
-    ),
+    ("rollup_models", rollups::MODEL_KEY),
+    ("rollup_apps", rollups::APP_KEY),
     ("apps", &["app"]),
-    (
-        "rollup_accounts",
-        &[
-            "account_id",
-            "period",
-            "start",
-            "key_hash",
-            "model",
-            "provider",
-        ],
-    ),
+    ("rollup_accounts", rollups::ACCOUNT_KEY),
     ("market_daily", &["source", "day", "permaslug"]),
 ];
 

@@ -71,6 +71,19 @@ fn bind_sums(q: Query, s: &Sums) -> Query {
         .bind(s.cost)
 }
 
+/// Each rollup table's key: what one row sums over (the upsert's conflict target, and the
+/// order `migrate` copies the table in).
+pub(super) const MODEL_KEY: &[&str] = &["period", "start", "model", "provider", "public"];
+pub(super) const APP_KEY: &[&str] = &["period", "start", "app", "model", "public"];
+pub(super) const ACCOUNT_KEY: &[&str] = &[
+    "account_id",
+    "period",
+    "start",
+    "key_hash",
+    "model",
+    "provider",
+];
+
 /// Add a batch's deltas inside the caller's transaction.
 pub(super) async fn apply(
     tx: &mut Transaction<'_, Any>,
@@ -82,7 +95,7 @@ pub(super) async fn apply(
         tx,
         backend,
         "rollup_models",
-        &["period", "start", "model", "provider", "public"],
+        MODEL_KEY,
         &SUM_COLUMNS,
         &models,
         |q, k: &ModelKey, s| {
@@ -102,7 +115,7 @@ pub(super) async fn apply(
         tx,
         backend,
         "rollup_apps",
-        &["period", "start", "app", "model", "public"],
+        APP_KEY,
         &SUM_COLUMNS,
         &apps,
         |q, k: &AppKey, s| {
@@ -124,14 +137,7 @@ pub(super) async fn apply(
         tx,
         backend,
         "rollup_accounts",
-        &[
-            "account_id",
-            "period",
-            "start",
-            "key_hash",
-            "model",
-            "provider",
-        ],
+        ACCOUNT_KEY,
         &account_sums,
         &accounts,
         |q, k: &AccountKey, s| {
