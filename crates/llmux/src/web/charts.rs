@@ -3,6 +3,7 @@
 //! SVG keeps the pages readable without JavaScript; labels are real `<text>`.
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 const PALETTE: [RGBColor; 11] = [
@@ -47,6 +48,49 @@ fn draw(width: u32, height: u32, f: impl FnOnce(&Area<'_>) -> Result<(), String>
     svg
 }
 
+type PeriodChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A chart of values per period (one x slot per label, from 0 to `y_top`), with its title
+/// and axes drawn.
+fn periods<'a, 'b>(
+    root: &'a Area<'b>,
+    title: &str,
+    labels: &[String],
+    y_top: f64,
+    value_label: &dyn Fn(f64) -> String,
+) -> Result<PeriodChart<'a, 'b>, String> {
+    let n = labels.len().max(1);
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(32)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..n as f64, 0f64..y_top)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(2 * n + 1)
+        .x_label_formatter(&|x| axis_label(labels, *x))
+        .y_label_formatter(&|y| value_label(*y))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(chart)
+}
+
+/// The series' names in the upper left corner.
+fn legend<'a, 'b: 'a>(chart: &mut PeriodChart<'a, 'b>) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 12))
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
 /// Most x labels drawn; with more buckets, every n-th is labelled.
 const MAX_X_LABELS: usize = 12;
 
@@ -88,21 +132,7 @@ pub fn stacked_columns(
         .fold(0.0_f64, f64::max);
     let top = axis_top(top);
     draw(860, 380, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(32)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..n as f64, 0f64..top * 1.08)
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(2 * n + 1)
-            .x_label_formatter(&|x| axis_label(labels, *x))
-            .y_label_formatter(&|y| value_label(*y))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        let mut chart = periods(root, title, labels, top * 1.08, value_label)?;
         let mut base = vec![0.0; n];
         for (k, s) in series.iter().enumerate() {
             let c = color(k);
@@ -123,14 +153,7 @@ pub fn stacked_columns(
                 .label(s.name.clone())
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], c.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 12))
-            .draw()
-            .map_err(|e| e.to_string())
+        legend(&mut chart)
     })
 }
 
@@ -141,28 +164,13 @@ pub fn lines(
     series: &[Series],
     value_label: &dyn Fn(f64) -> String,
 ) -> String {
-    let n = labels.len().max(1);
     let top = series
         .iter()
         .flat_map(|s| s.values.iter().copied())
         .fold(0.0_f64, f64::max);
     let top = axis_top(top);
     draw(860, 340, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(32)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..n as f64, 0f64..top * 1.1)
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(2 * n + 1)
-            .x_label_formatter(&|x| axis_label(labels, *x))
-            .y_label_formatter(&|y| value_label(*y))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        let mut chart = periods(root, title, labels, top * 1.1, value_label)?;
         for (k, s) in series.iter().enumerate() {
             let c = color(k);
             let points: Vec<(f64, f64)> = s
@@ -182,14 +190,7 @@ pub fn lines(
                 .draw_series(points.into_iter().map(|p| Circle::new(p, 4, c.filled())))
                 .map_err(|e| e.to_string())?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 12))
-            .draw()
-            .map_err(|e| e.to_string())
+        legend(&mut chart)
     })
 }
 
