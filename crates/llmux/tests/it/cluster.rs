@@ -611,21 +611,7 @@ async fn failing_endpoint_avoided_by_all(breaker_failures: u32, circuit_state: f
         return;
     };
     let key = c.nodes[0].create_key("h", None);
-    let metric = |text: &str, needle: &str| -> Option<f64> {
-        text.lines()
-            .find(|l| l.starts_with(needle))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-    };
-    let metrics = async |gw: &Gateway| -> String {
-        gw.http
-            .get(gw.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics = async |gw: &Gateway| gw.get_public_text("/metrics").await;
     let circuit = format!("llmux_endpoint_circuit_state{{provider=\"simco\",model=\"{MODEL}\"}}");
     let stable = format!("llmux_endpoint_stable{{provider=\"simco\",model=\"{MODEL}\"}}");
     let tried = "llmux_upstream_attempts_total{provider=\"simco\",outcome=\"error\"}";

@@ -265,6 +265,18 @@ impl Gateway {
             .unwrap()
     }
 
+    /// GET a public path (no key); the body as JSON.
+    pub async fn get_public_json(&self, path: &str) -> Value {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        r.json().await.unwrap()
+    }
+
+    /// GET a public path (no key); the body as text (e.g. `/metrics`).
+    pub async fn get_public_text(&self, path: &str) -> String {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        r.text().await.unwrap()
+    }
+
     /// The server's log so far (for assertion messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("llmux.log")).unwrap_or_default()
@@ -593,4 +605,11 @@ impl Drop for TcpGate {
             t.abort();
         }
     }
+}
+
+/// The value of the Prometheus sample starting with `needle` (name and labels) in `text`.
+pub fn metric(text: &str, needle: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(needle))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }

@@ -340,18 +340,7 @@ async fn rankings_compare_and_activity_are_exact() {
 
     // Rankings, every grouping, over the four weeks.
     let end = WEEKS[3];
-    let get = |path: String| {
-        let (http, url) = (gw.http.clone(), gw.url(&path));
-        async move {
-            http.get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    };
+    let get = async |path: String| gw.get_public_json(&path).await;
     let q = |by: &str| format!("/api/v1/rankings?period=week&by={by}&weeks=4&end_date={end}");
     check_rankings(&get(q("model")).await, &recs, "model", &|r| r.model.clone());
     check_rankings(&get(q("author")).await, &recs, "author", &|r| {
@@ -670,15 +659,7 @@ async fn rankings_compare_and_activity_are_exact() {
         String::from_utf8_lossy(&out.stderr)
     );
     gw.restart().await;
-    let after = gw
-        .http
-        .get(gw.url(&q("model")))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let after = gw.get_public_json(&q("model")).await;
     assert_eq!(before, after);
 }
 
@@ -777,18 +758,7 @@ async fn market_data_reproduces_the_february_2026_report() {
 
     gw.terminate();
     gw.restart().await;
-    let get = |path: &str| {
-        let (http, url) = (gw.http.clone(), gw.url(path));
-        async move {
-            http.get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    };
+    let get = async |path: &str| gw.get_public_json(path).await;
     // Origin by week: the week of 9-15 Feb (CN 4.12T, US 2.94T), the week after (5.16T against
     // 2.70T), and CN +127% over the window.
     let r = get("/api/v1/rankings?source=openrouter&by=origin&period=week&weeks=4").await;

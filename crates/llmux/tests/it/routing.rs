@@ -702,25 +702,9 @@ async fn metrics_count_the_traffic() {
         )
         .await;
     assert_eq!(r.status(), 400);
-    let text = gw
-        .http
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |needle: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(needle))
-            .unwrap_or_else(|| panic!("no {needle} in\n{text}"))
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    let text = gw.get_public_text("/metrics").await;
+    let value =
+        |needle: &str| metric(&text, needle).unwrap_or_else(|| panic!("no {needle} in\n{text}"));
     let ok = format!(
         "llmux_requests_total{{api_type=\"completions\",model=\"{MODEL}\",provider=\"simco\",status=\"200\"}}"
     );
