@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -24,7 +25,8 @@ const SEGMENT_AGE: Duration = Duration::from_secs(10);
 const EXTENSION: &str = "spool";
 
 struct Segment {
-    file: Option<File>,
+    /// Shared so that appends write outside the lock (`O_APPEND` keeps each line whole).
+    file: Option<Arc<File>>,
     appended: u64,
     written: u64,
 }
@@ -87,42 +89,54 @@ impl Spool {
 
     /// Append a record; returns the segment it went to (to report back once written).
     pub fn append(&self, r: &GenerationRecord) -> std::io::Result<u64> {
-        let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+        let mut line = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut line, r).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        let mut s = self.state.lock();
-        let rotate = s
-            .segments
-            .get(&s.current)
-            .is_some_and(|seg| seg.appended >= SEGMENT_RECORDS)
-            || s.opened_at.elapsed() >= SEGMENT_AGE;
-        if rotate && s.segments.contains_key(&s.current) {
+        let (file, current) = {
+            let mut s = self.state.lock();
+            let rotate = s
+                .segments
+                .get(&s.current)
+                .is_some_and(|seg| seg.appended >= SEGMENT_RECORDS)
+                || s.opened_at.elapsed() >= SEGMENT_AGE;
+            if rotate && s.segments.contains_key(&s.current) {
+                let current = s.current;
+                self.close(&mut s, current);
+                s.current += 1;
+            }
             let current = s.current;
-            self.close(&mut s, current);
-            s.current += 1;
-        }
-        let current = s.current;
-        let fresh = !s.segments.contains_key(&current);
-        if fresh {
-            s.opened_at = Instant::now();
-        }
-        let seg = match s.segments.entry(current) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => e.insert(Segment {
-                file: Some(
-                    OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(segment_path(&self.dir, current))?,
-                ),
-                appended: 0,
-                written: 0,
-            }),
+            let fresh = !s.segments.contains_key(&current);
+            if fresh {
+                s.opened_at = Instant::now();
+            }
+            let seg = match s.segments.entry(current) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(Segment {
+                    file: Some(Arc::new(
+                        OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(segment_path(&self.dir, current))?,
+                    )),
+                    appended: 0,
+                    written: 0,
+                }),
+            };
+            // Counted before the write: the segment cannot be deleted (written >= appended)
+            // while this line is on its way, since the record reaches the database after.
+            seg.appended += 1;
+            (
+                seg.file.clone().expect("the current segment is open"),
+                current,
+            )
         };
-        seg.file
-            .as_mut()
-            .expect("the current segment is open")
-            .write_all(&line)?;
-        seg.appended += 1;
+        // The system call runs without the lock, so appends from both workers do not queue.
+        if let Err(e) = (&*file).write_all(&line) {
+            if let Some(seg) = self.state.lock().segments.get_mut(&current) {
+                seg.appended -= 1;
+            }
+            return Err(e);
+        }
         Ok(current)
     }
 
