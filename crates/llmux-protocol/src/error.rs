@@ -28,6 +28,11 @@ impl ProtocolError {
 
 /// Parse JSON into `T`, reporting the path of the offending field (`messages[0].role: ...`).
 pub fn parse_json<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, String> {
+    // Tracking the path costs an allocation per key, so it is paid only to explain an error:
+    // the document is parsed once more, with tracking, when the plain parse fails.
+    if let Ok(v) = serde_json::from_slice(bytes) {
+        return Ok(v);
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
