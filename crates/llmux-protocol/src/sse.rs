@@ -145,6 +145,14 @@ pub fn write_data(out: &mut Vec<u8>, json: &[u8]) {
     out.extend_from_slice(b"\n\n");
 }
 
+/// Append `data: <value as JSON>\n\n`, serializing straight into `out` (compact JSON has no
+/// line breaks, so it is one data line).
+pub fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    out.extend_from_slice(b"data: ");
+    serde_json::to_writer(&mut *out, value).expect("serializable");
+    out.extend_from_slice(b"\n\n");
+}
+
 /// Append `event: <name>\ndata: <json>\n\n`.
 pub fn write_event(out: &mut Vec<u8>, name: &str, json: &[u8]) {
     out.extend_from_slice(b"event: ");

@@ -196,7 +196,10 @@ pub fn render_response(resp: &ChatResponse, meta: &ResponseMeta<'_>) -> Vec<u8> 
             usage,
             openrouter_metadata: meta.metadata,
         };
-        serde_json::to_vec(&c).expect("serializable")
+        // Sized for a typical answer, so the serializer does not grow it step by step.
+        let mut out = Vec::with_capacity(768 + resp.text.as_deref().map_or(0, str::len));
+        serde_json::to_writer(&mut out, &c).expect("serializable");
+        out
     })
 }
 
@@ -299,7 +302,7 @@ impl ChunkWriter {
             usage: None,
             openrouter_metadata: None,
         };
-        sse::write_data(out, &serde_json::to_vec(&c).expect("serializable"));
+        sse::write_json(out, &c);
     }
 
     /// Append the chunk (if any) for one canonical event.
@@ -429,7 +432,7 @@ impl ChunkWriter {
                 usage: Some(u),
                 openrouter_metadata: metadata,
             };
-            sse::write_data(out, &serde_json::to_vec(&c).expect("serializable"));
+            sse::write_json(out, &c);
         })
     }
 
@@ -460,7 +463,7 @@ impl ChunkWriter {
             usage: None,
             openrouter_metadata: None,
         };
-        sse::write_data(out, &serde_json::to_vec(&c).expect("serializable"));
+        sse::write_json(out, &c);
     }
 
     pub fn done(out: &mut Vec<u8>) {

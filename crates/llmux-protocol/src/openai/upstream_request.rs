@@ -95,7 +95,10 @@ pub fn encode_request(
 ) -> Result<Vec<u8>, ProtocolError> {
     check_expressible(req)?;
     let body = Body { req, opts };
-    serde_json::to_vec(&body).map_err(|e| ProtocolError::unsupported(e.to_string()))
+    let mut out = Vec::with_capacity(512);
+    serde_json::to_writer(&mut out, &body)
+        .map_err(|e| ProtocolError::unsupported(e.to_string()))?;
+    Ok(out)
 }
 
 struct Body<'a> {
