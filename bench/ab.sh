@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# A/B: two (or more) llmux binaries against the same upstream, taking turns in one run, so
+# that the machine's drift (on shared cores throughput moves by ±30% from one minute to the
+# next) falls on every binary alike. Prints requests/s, p50 and llmux's CPU per request (all
+# its threads, from /proc) for each turn; CPU per request is the steadier figure.
+#
+#   bench/ab.sh /tmp/llmux-before target/release/llmux
+#   CONNECTIONS=1 ROUNDS=5 DURATION=10 bench/ab.sh A B
+#
+# The upstream is nginx answering with a fixed OpenAI chat completion, as in bench/gateway.sh;
+# each binary serves the same configuration and database (a real key, metering, the spool).
+# Needs: wrk, nginx.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 2 ] || { echo "usage: bench/ab.sh BINARY BINARY [BINARY...]"; exit 2; }
+for tool in wrk nginx; do
+    command -v "$tool" >/dev/null || { echo "$tool is needed (apt-get install wrk nginx)"; exit 1; }
+done
+for b in "$@"; do [ -x "$b" ] || { echo "$b is not an executable"; exit 1; }; done
+rounds="${ROUNDS:-3}"; conns="${CONNECTIONS:-32}"; duration="${DURATION:-5}"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+static_port=18511; llmux_port=18513
+for port in $static_port $llmux_port; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "port $port is in use: stop what listens there first"; exit 1
+    fi
+done
+wait_for() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+body=$(tr -d '\n' < bench/gateway/upstream.json)
+cat > "$work/nginx.conf" <<CONF
+worker_processes auto;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 16384; }
+http {
+    access_log off;
+    client_body_temp_path $work;
+    server {
+        listen 127.0.0.1:$static_port;
+        location / { default_type application/json; return 200 '$body'; }
+    }
+}
+CONF
+nginx -c "$work/nginx.conf" -p "$work" &
+pids+=($!)
+wait_for $static_port
+
+cat > "$work/llmux.toml" <<CONF
+[server]
+listen = "127.0.0.1:$llmux_port"
+database = "sqlite://$work/llmux.db"
+data_dir = "$work/data"
+
+[[providers]]
+slug = "static"
+api = "openai"
+base_url = "http://127.0.0.1:$static_port/v1"
+
+[[endpoints]]
+model = "openai/gpt-4o-mini"
+provider = "static"
+upstream_model = "gpt-4o-mini"
+pricing = { prompt = "0.15", completion = "0.6" }
+CONF
+key=$("$1" keys create --name ab --config "$work/llmux.toml" --json | sed -n 's/^ *"key": *"\([^"]*\)".*/\1/p')
+[ -n "$key" ] || { echo "could not create a key"; exit 1; }
+export WRK_KEY=$key WRK_MODEL=openai/gpt-4o-mini
+url="http://127.0.0.1:$llmux_port/api/v1/chat/completions"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+printf '%-40s %6s %10s %12s %16s\n' binary conns p50 requests/s "CPU µs/request"
+for _ in $(seq "$rounds"); do
+    for b in "$@"; do
+        LLMUX_LOG=warn "$b" serve --config "$work/llmux.toml" >/dev/null 2>>"$work/llmux.log" &
+        pid=$!
+        wait_for $llmux_port || { echo "$b did not start"; cat "$work/llmux.log"; exit 1; }
+        wrk -t1 -c"$conns" -d2s -s bench/gateway/post.lua "$url" >/dev/null # warm-up
+        before=$(cpu_ticks "$pid")
+        out=$(wrk -t1 -c"$conns" -d"${duration}s" --latency -s bench/gateway/post.lua "$url")
+        after=$(cpu_ticks "$pid")
+        n=$(awk '/requests in/ {print $1}' <<<"$out")
+        tick_us=$((1000000 / $(getconf CLK_TCK)))
+        printf '%-40s %6s %10s %12s %16s\n' "$b" "$conns" "$(awk '/ 50%/ {print $2}' <<<"$out")" \
+            "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" "$(( (after - before) * tick_us / n ))"
+        kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+    done
+done
