@@ -5,7 +5,7 @@ use clap::Parser;
 // glibc's malloc takes an arena lock whenever memory is freed by another thread than the one
 // that allocated it (request buffers freed by the metering writer, bodies by the connection
 // task): under load two workers contended on it (futex calls per request). mimalloc frees
-// into per-thread pages: 25% less CPU per request at 32 connections (bench/gateway.sh).
+// into per-thread pages: 25% less CPU per request at 32 connections (bench/ab.sh).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

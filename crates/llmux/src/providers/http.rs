@@ -110,10 +110,13 @@ impl Upstream {
         *request.uri_mut() = uri;
         let headers = request.headers_mut();
         headers.reserve(req.headers.len() + 1);
-        headers.insert(http::header::USER_AGENT, USER_AGENT);
         for (k, v) in req.headers {
             headers.append(k, v);
         }
+        // A provider's configured User-Agent wins over llmux's own.
+        headers
+            .entry(http::header::USER_AGENT)
+            .or_insert(USER_AGENT);
         let resp = client.request(request).await.map_err(|e| {
             UpstreamError::new(
                 classify(&e),
