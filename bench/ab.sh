@@ -19,22 +19,10 @@ done
 for b in "$@"; do [ -x "$b" ] || { echo "$b is not an executable"; exit 1; }; done
 rounds="${ROUNDS:-3}"; conns="${CONNECTIONS:-32}"; duration="${DURATION:-5}"
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source bench/lib.sh
 
-static_port=18511; llmux_port=18513
-for port in $static_port $llmux_port; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "port $port is in use: stop what listens there first"; exit 1
-    fi
-done
-wait_for() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+static_port=18521; llmux_port=18523
+require_free_ports $static_port $llmux_port
 
 body=$(tr -d '\n' < bench/gateway/upstream.json)
 cat > "$work/nginx.conf" <<CONF
@@ -54,7 +42,7 @@ http {
 CONF
 nginx -c "$work/nginx.conf" -p "$work" &
 pids+=($!)
-wait_for $static_port
+wait_for_ports $static_port
 
 cat > "$work/llmux.toml" <<CONF
 [server]
@@ -84,7 +72,7 @@ for _ in $(seq "$rounds"); do
     for b in "$@"; do
         LLMUX_LOG=warn "$b" serve --config "$work/llmux.toml" >/dev/null 2>>"$work/llmux.log" &
         pid=$!
-        wait_for $llmux_port || { echo "$b did not start"; cat "$work/llmux.log"; exit 1; }
+        wait_for_ports $llmux_port >/dev/null || { echo "$b did not start"; cat "$work/llmux.log"; exit 1; }
         wrk -t1 -c"$conns" -d2s -s bench/gateway/post.lua "$url" >/dev/null # warm-up
         before=$(cpu_ticks "$pid")
         out=$(wrk -t1 -c"$conns" -d"${duration}s" --latency -s bench/gateway/post.lua "$url")

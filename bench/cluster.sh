@@ -20,25 +20,16 @@ pg="${PGURL:-postgres://postgres@127.0.0.1:5432}"
 
 cargo build --release --locked --quiet -p llmux
 bin=$root/target/release
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+extra_cleanup() {
     for db in llmux_bench_alone llmux_bench_cluster; do
         psql -q "$pg/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
     done
-    rm -rf "$work"
 }
-trap cleanup EXIT
+source bench/lib.sh
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 static_port=18511; alone_port=18512; cluster_port=18513; redis_port=18519
-for port in $static_port $alone_port $cluster_port $redis_port; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "port $port is in use: stop what listens there first"; exit 1
-    fi
-done
+require_free_ports $static_port $alone_port $cluster_port $redis_port
 
 body=$(tr -d '\n' < bench/gateway/upstream.json)
 mkdir -p "$work/nginx"
@@ -100,9 +91,7 @@ for name in alone cluster; do
     LLMUX_LOG=warn "$bin/llmux" serve --config "$work/$name.toml" >/dev/null 2>"$work/$name.log" &
     pids+=($!)
 done
-for port in $static_port $alone_port $cluster_port $redis_port; do
-    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-done
+wait_for_ports $static_port $alone_port $cluster_port $redis_port
 
 declare -A p50 p99 rps
 run() { # name connections

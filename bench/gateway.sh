@@ -22,22 +22,11 @@ conns=(${CONNECTIONS:-1 32 256})
 
 cargo build --release --locked -p llmux -p llmux-bench >/dev/null
 bin=$root/target/release
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source bench/lib.sh
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 static_port=18501; proxy_port=18502; llmux_port=18503; sim_port=18504
-for port in $static_port $proxy_port $llmux_port $sim_port; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "port $port is in use: stop what listens there first"; exit 1
-    fi
-done
+require_free_ports $static_port $proxy_port $llmux_port $sim_port
 
 # nginx: the static upstream and the reverse proxy in front of it.
 body=$(tr -d '\n' < bench/gateway/upstream.json)
@@ -117,9 +106,7 @@ llmux_pid=$!
 pids+=($llmux_pid)
 LLMUX_LOG=warn "$bin/llmux" sim --listen "127.0.0.1:$sim_port" >/dev/null 2>&1 &
 pids+=($!)
-for port in $static_port $proxy_port $llmux_port $sim_port; do
-    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-done
+wait_for_ports $static_port $proxy_port $llmux_port $sim_port
 
 export WRK_KEY=$key WRK_MODEL=openai/gpt-4o-mini
 declare -A p50 p99 rps
