@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use record::{Charge, GenerationRecord, ProviderResponse};
 
@@ -32,6 +32,8 @@ enum Msg {
 #[derive(Default)]
 pub struct MeterStats {
     pub pending: AtomicUsize,
+    /// Wakes the writer before its interval ends: a full batch is waiting, or a flush.
+    wake: Notify,
     pub written: AtomicU64,
     pub write_errors: AtomicU64,
 }
@@ -41,6 +43,7 @@ pub struct Meter {
     tx: mpsc::UnboundedSender<Msg>,
     stats: Arc<MeterStats>,
     max_pending: usize,
+    batch_size: usize,
     metrics: Arc<crate::metrics::Metrics>,
     spool: Option<Arc<spool::Spool>>,
 }
@@ -62,6 +65,7 @@ impl Meter {
             rx,
             stats: stats.clone(),
             interval: settings.flush_interval,
+            flushing: false,
             batch_size: settings.batch_size,
             node,
             privacy,
@@ -73,6 +77,7 @@ impl Meter {
                 tx,
                 stats,
                 max_pending: settings.max_pending,
+                batch_size: settings.batch_size,
                 metrics,
                 spool,
             },
@@ -104,10 +109,12 @@ impl Meter {
                 None
             }
         });
-        self.stats.pending.fetch_add(1, Ordering::Relaxed);
+        let pending = self.stats.pending.fetch_add(1, Ordering::Relaxed) + 1;
         if self.tx.send(Msg::Record(Box::new(r), segment)).is_err() {
             self.stats.pending.fetch_sub(1, Ordering::Relaxed);
             tracing::error!("metering writer has stopped; a generation record could not be queued");
+        } else if pending.is_multiple_of(self.batch_size) {
+            self.stats.wake.notify_one();
         }
     }
 
@@ -122,6 +129,7 @@ impl Meter {
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Flush(tx)).is_ok() {
+            self.stats.wake.notify_one();
             let _ = rx.await;
         }
     }
@@ -132,6 +140,8 @@ struct Writer {
     rx: mpsc::UnboundedReceiver<Msg>,
     stats: Arc<MeterStats>,
     interval: Duration,
+    /// A full batch was taken and more may be waiting: go on without sleeping.
+    flushing: bool,
     batch_size: usize,
     node: String,
     privacy: Arc<rollup::Privacy>,
@@ -139,42 +149,48 @@ struct Writer {
 }
 
 impl Writer {
+    /// The writer is not woken by each record (under load that was a wake-up of another
+    /// thread per request): it wakes every interval, or at once when a batch is full or a
+    /// flush is asked for, and takes what is queued.
     async fn run(mut self) {
         let mut batch: Vec<GenerationRecord> = Vec::with_capacity(self.batch_size);
         let mut segments: Vec<Option<u64>> = Vec::with_capacity(self.batch_size);
         let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
-        loop {
-            let Some(first) = self.rx.recv().await else {
-                break;
-            };
-            let deadline = tokio::time::Instant::now() + self.interval;
-            let mut next = Some(first);
-            loop {
-                match next.take() {
-                    Some(Msg::Record(r, segment)) => {
-                        batch.push(*r);
-                        segments.push(segment);
-                    }
-                    Some(Msg::Flush(w)) => {
-                        waiters.push(w);
-                        break;
-                    }
-                    None => {}
-                }
-                if batch.len() >= self.batch_size {
-                    break;
-                }
-                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                    Ok(Some(m)) => next = Some(m),
-                    Ok(None) | Err(_) => break,
+        let stats = self.stats.clone();
+        let mut open = true;
+        while open {
+            if !self.flushing {
+                tokio::select! {
+                    _ = stats.wake.notified() => {}
+                    _ = tokio::time::sleep(self.interval) => {}
                 }
             }
+            self.flushing = false;
+            loop {
+                match self.rx.try_recv() {
+                    Ok(Msg::Record(r, segment)) => {
+                        batch.push(*r);
+                        segments.push(segment);
+                        if batch.len() >= self.batch_size {
+                            // More may be queued: take it without waiting.
+                            self.flushing = true;
+                            break;
+                        }
+                    }
+                    Ok(Msg::Flush(w)) => waiters.push(w),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            // A flush's records were queued before it, so they are in this batch or earlier.
             self.write(&mut batch, &mut segments).await;
             for w in waiters.drain(..) {
                 let _ = w.send(());
             }
         }
-        self.write(&mut batch, &mut segments).await;
     }
 
     /// Write the batch, retrying with back-off until the database takes it: an accepted
