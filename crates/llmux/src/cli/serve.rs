@@ -81,7 +81,7 @@ async fn replay_spool(
 /// Bind with a deep accept queue: a burst of new connections (thousands of clients opening
 /// streams at once) waits in the kernel instead of being refused. The kernel caps it at
 /// `net.core.somaxconn`.
-fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -89,7 +89,7 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener
     };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(8192)
+    socket.listen(8192)?.into_std()
 }
 
 pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<()> {
@@ -144,7 +144,7 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
     );
     let router = crate::router::Router::new(&config.router);
     estimate::warm_up();
-    let upstream = Upstream::new(&catalog)?;
+    let upstream = Upstream::new(&catalog, config.threads)?;
     let demo_key = match demo {
         true => Some(demo::ensure_demo_key(&store, &config.data_dir, &node).await?),
         false => None,
@@ -230,38 +230,25 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
     };
 
     let app = crate::server::router(gw.clone());
-    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    // Stream chunks are small writes: without TCP_NODELAY each would wait for the client's
-    // delayed ACK (Nagle's algorithm), adding ~40 ms to time-to-first-token.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY not set: {e}");
-        }
-    });
-    // One router for every connection: `axum::serve` given a `Router` itself would rebuild
-    // its route table for each new connection (tens of KB and a hash map per connection).
-    let server =
-        axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            if let Some(t) = &traffic {
-                t.abort();
-            }
-            tracing::info!("shutting down: finishing open requests");
-            let _ = signalled_tx.send(());
-        });
-    let grace = async {
-        let _ = signalled_rx.await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        r = server => r?,
-        _ = grace => tracing::warn!("open requests did not finish within {SHUTDOWN_GRACE:?}; closing them"),
+    let mut workers = crate::server::workers::start(listener, app, gw.config.threads)?;
+    shutdown_signal().await;
+    if let Some(t) = &traffic {
+        t.abort();
+    }
+    tracing::info!("shutting down: finishing open requests");
+    workers.shutdown();
+    if tokio::time::timeout(SHUTDOWN_GRACE, workers.served())
+        .await
+        .is_err()
+    {
+        tracing::warn!("open requests did not finish within {SHUTDOWN_GRACE:?}; closing them");
     }
     // Every record of an answered request is written before the process ends.
     gw.meter.flush().await;
     gw.meter.finish_spool();
     drop(gw);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    tokio::task::spawn_blocking(move || workers.stop()).await?;
     store.close().await;
     if let Some(d) = demo_providers {
         d.sim.abort();

@@ -43,6 +43,9 @@ pub struct ServerSection {
     /// While a stream waits for its first token, an SSE comment is sent this often (default
     /// 3000 ms), so clients with short read timeouts do not give up.
     pub stream_keepalive_ms: Option<u64>,
+    /// Threads serving requests, each running its connections start to finish (default: one
+    /// per core).
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

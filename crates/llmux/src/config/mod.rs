@@ -23,6 +23,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// While a stream waits for its first token, send an SSE comment this often.
     pub stream_keepalive: Duration,
+    /// Serving threads ([`crate::server::workers`]).
+    pub threads: usize,
     pub metering: MeteringSettings,
     pub billing: BillingSettings,
     pub router: RouterSettings,
@@ -160,6 +162,11 @@ impl Config {
             data_dir,
             max_body_bytes: s.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
             stream_keepalive: Duration::from_millis(s.stream_keepalive_ms.unwrap_or(3000).max(100)),
+            threads: match s.threads {
+                Some(n @ 1..=1024) => n,
+                Some(n) => bail!("server.threads must be between 1 and 1024, not {n}"),
+                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
             metering,
             billing,
             router: RouterSettings {
@@ -255,6 +262,16 @@ context_length = 131072
             c.file.endpoints[0].pricing.input_cache_read.as_deref(),
             Some("0.028")
         );
+    }
+
+    #[test]
+    fn serving_threads_default_to_the_cores_and_zero_is_refused() {
+        let parse = |text: &str| Config::from_file(toml::from_str(text).unwrap(), None, None, None);
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(parse("").unwrap().threads, cores);
+        assert_eq!(parse("[server]\nthreads = 3\n").unwrap().threads, 3);
+        let err = parse("[server]\nthreads = 0\n").unwrap_err();
+        assert!(err.to_string().contains("server.threads"), "{err}");
     }
 
     #[test]

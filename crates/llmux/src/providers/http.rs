@@ -29,8 +29,12 @@ pub type UpstreamResponse = http::Response<Incoming>;
 
 /// hyper's pooled client, used directly: reqwest's layers (URL parsing, redirect policy,
 /// default-header merging, boxed futures) were a twelfth of the gateway's CPU per request.
+///
+/// Each serving thread has its own clients ([`crate::server::workers::current`]): a pooled
+/// connection is driven by a task of the thread that opened it, and a request on another
+/// thread would wake that thread for every read and write.
 pub struct Upstream {
-    clients: HashMap<String, Client>,
+    shards: Vec<HashMap<String, Client>>,
 }
 
 const USER_AGENT: HeaderValue =
@@ -77,15 +81,21 @@ fn describe(e: &dyn std::error::Error) -> String {
 }
 
 impl Upstream {
-    pub fn new(catalog: &Catalog) -> anyhow::Result<Upstream> {
+    /// Clients for every provider, for `threads` serving threads and the other threads.
+    pub fn new(catalog: &Catalog, threads: usize) -> anyhow::Result<Upstream> {
         crate::init_tls();
         // The operating system's trust store, as reqwest and browsers use it.
         let tls = rustls::ClientConfig::with_platform_verifier()?;
-        let mut clients = HashMap::new();
-        for p in catalog.providers() {
-            clients.insert(p.slug.clone(), client_for(p, &tls));
-        }
-        Ok(Upstream { clients })
+        let shards = (0..=threads)
+            .map(|_| {
+                catalog
+                    .providers()
+                    .iter()
+                    .map(|p| (p.slug.clone(), client_for(p, &tls)))
+                    .collect()
+            })
+            .collect();
+        Ok(Upstream { shards })
     }
 
     /// Send the request and wait for the response head. Error statuses come back as
@@ -96,7 +106,8 @@ impl Upstream {
         adapter: &dyn Adapter,
         req: UpstreamRequest,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let client = self.clients.get(&provider.slug).ok_or_else(|| {
+        let shard = crate::server::workers::current().min(self.shards.len() - 1);
+        let client = self.shards[shard].get(&provider.slug).ok_or_else(|| {
             UpstreamError::new(UpstreamErrorKind::Connect, "provider has no client")
         })?;
         let uri = http::Uri::try_from(req.url.as_str()).map_err(|e| {

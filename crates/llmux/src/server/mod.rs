@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub(crate) mod routes;
+pub mod workers;
 
 use std::sync::Arc;
 

@@ -13,25 +13,31 @@ async fn sigterm_flushes_pending_records() {
         provider("simco", &format!("{}/v1", sim.base_url()), ""),
         endpoint("deepseek/deepseek-v3.2", "simco", "ok", "0.28", "0.42", "")
     );
-    // A flush interval far beyond the test: only the shutdown can write the records.
+    // A flush interval far beyond the test: only the shutdown can write the records. Three
+    // serving threads, and requests at once on several connections: the records of every
+    // thread are written.
     let mut gw = Gateway::start(
-        "",
+        "threads = 3",
         &format!("[metering]\nflush_interval_ms = 600000\n\n{rest}"),
     )
     .await;
     let key = gw.create_key("t", Some("1"));
     let n = 25;
-    for i in 0..n {
-        let r = gw
-            .post(
-                "/api/v1/chat/completions",
-                &key.key,
-                &json!({"model": "deepseek/deepseek-v3.2", "stream": i % 2 == 0, "messages": [{"role": "user", "content": "hi"}]}),
-            )
-            .await;
-        assert_eq!(r.status(), 200);
-        let _ = r.text().await.unwrap();
-    }
+    let requests = (0..n).map(|i| {
+        let (gw, key) = (&gw, &key.key);
+        async move {
+            let r = gw
+                .post(
+                    "/api/v1/chat/completions",
+                    key,
+                    &json!({"model": "deepseek/deepseek-v3.2", "stream": i % 2 == 0, "messages": [{"role": "user", "content": "hi"}]}),
+                )
+                .await;
+            assert_eq!(r.status(), 200);
+            let _ = r.text().await.unwrap();
+        }
+    });
+    futures::future::join_all(requests).await;
     let status = gw.terminate();
     assert!(status.success(), "clean exit: {status:?}\n{}", gw.log());
 
