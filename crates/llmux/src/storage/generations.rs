@@ -141,10 +141,21 @@ impl Store {
         let mut deltas = Deltas::default();
         let mut new = 0u64;
         for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+            // Which of these are already written (a retried batch, a replayed spool): asked
+            // first rather than with `RETURNING id`, whose rows SQLite's driver hands over
+            // one message (and one thread wake-up) each.
+            let existing = self.existing_generations(&mut tx, chunk).await?;
+            let fresh: Vec<&GenerationRecord> = chunk
+                .iter()
+                .filter(|g| !existing.contains(g.id.as_str()))
+                .collect();
+            if fresh.is_empty() {
+                continue;
+            }
             let sql = format!(
-                "INSERT INTO generations ({}) VALUES {} ON CONFLICT ({}) DO NOTHING RETURNING id",
+                "INSERT INTO generations ({}) VALUES {} ON CONFLICT ({}) DO NOTHING",
                 COLUMNS.join(", "),
-                placeholders(self.backend(), chunk.len(), COLUMNS.len()),
+                placeholders(self.backend(), fresh.len(), COLUMNS.len()),
                 // PostgreSQL's key includes the partition column.
                 match self.backend() {
                     Backend::Sqlite => "id",
@@ -152,7 +163,7 @@ impl Store {
                 }
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for g in chunk {
+            for g in &fresh {
                 let responses = (!g.provider_responses.is_empty())
                     .then(|| serde_json::to_string(&g.provider_responses).unwrap_or_default());
                 q = q
@@ -193,21 +204,24 @@ impl Store {
                     .bind(responses)
                     .bind(g.byok_usage.0);
             }
-            let inserted: std::collections::HashSet<String> = q
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| r.try_get::<String, _>(0))
-                .collect::<Result<_, _>>()?;
-            new += inserted.len() as u64;
+            let written = q.execute(&mut *tx).await?.rows_affected();
+            // Records are written by their own node's writer only; another writer racing on
+            // the same ids would have its share counted twice: the batch is retried instead.
+            anyhow::ensure!(
+                written == fresh.len() as u64,
+                "{} of {} generation records were written concurrently; retrying the batch",
+                fresh.len() as u64 - written,
+                fresh.len()
+            );
+            new += written;
             if let Some(privacy) = rollups {
-                for g in chunk.iter().filter(|g| inserted.contains(&g.id)) {
+                for g in &fresh {
                     deltas.add(g, privacy);
                 }
             }
 
             let charges: Vec<&GenerationRecord> =
-                chunk.iter().filter(|g| g.charge.is_some()).collect();
+                fresh.into_iter().filter(|g| g.charge.is_some()).collect();
             if !charges.is_empty() {
                 let sql = format!(
                     "INSERT INTO ledger (account_id, key_hash, kind, amount, generation_id, note, node, created_at) \
@@ -235,6 +249,40 @@ impl Store {
         }
         tx.commit().await?;
         Ok(new)
+    }
+
+    /// The ids of `chunk` already in the table.
+    async fn existing_generations(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        chunk: &[GenerationRecord],
+    ) -> anyhow::Result<std::collections::HashSet<String>> {
+        let backend = self.backend();
+        let ids = placeholders(backend, 1, chunk.len());
+        let sql = match backend {
+            Backend::Sqlite => format!("SELECT id FROM generations WHERE id IN {ids}"),
+            // The time range lets PostgreSQL look in the records' partitions only.
+            Backend::Postgres => format!(
+                "SELECT id FROM generations WHERE id IN {ids} AND created_at BETWEEN ${} AND ${}",
+                chunk.len() + 1,
+                chunk.len() + 2
+            ),
+        };
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for g in chunk {
+            q = q.bind(&g.id);
+        }
+        if backend == Backend::Postgres {
+            let times = chunk.iter().map(|g| g.created_at_ms);
+            q = q
+                .bind(times.clone().min().unwrap_or_default())
+                .bind(times.max().unwrap_or_default());
+        }
+        Ok(q.fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?)
     }
 
     /// Records in `(created_at, id)` order after `after`, at most `limit` of them.
