@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use llmux_protocol::ProtocolError;
 use llmux_protocol::canonical::{ResponseBuilder, StreamEvent};
 use tokio::sync::{mpsc, oneshot};
 
@@ -84,12 +85,21 @@ async fn open(job: &Job, c: &Candidate) -> Result<Opened, Failure> {
     loop {
         match reader.next(e.provider.timeout).await.map_err(upstream)? {
             Some(ev) => {
-                let done = decoder.decode(&ev, &mut first).map_err(|err| {
+                let invalid = |err: ProtocolError| {
                     upstream(UpstreamError::new(
                         UpstreamErrorKind::InvalidResponse,
                         err.to_string(),
                     ))
-                })?;
+                };
+                let mut done = decoder.decode(&ev, &mut first).map_err(invalid)?;
+                // Only up to the first token: rendering what follows would delay it.
+                while !done
+                    && !first.is_empty()
+                    && first.iter().all(|e| matches!(e, StreamEvent::Start { .. }))
+                    && let Some(ev) = reader.next_ready()
+                {
+                    done = decoder.decode(&ev, &mut first).map_err(invalid)?;
+                }
                 if let Some(StreamEvent::Error(err)) =
                     first.iter().find(|e| matches!(e, StreamEvent::Error(_)))
                 {
@@ -124,6 +134,20 @@ async fn open(job: &Job, c: &Candidate) -> Result<Opened, Failure> {
             }
         }
     }
+}
+
+/// Decode the events already received after one just decoded (unless it ended the stream),
+/// so that events arriving together reach the client in one write, not one each.
+fn decode_ready(
+    reader: &mut SseReader,
+    decoder: &mut dyn EventDecoder,
+    out: &mut Vec<StreamEvent>,
+    mut done: bool,
+) -> Result<bool, ProtocolError> {
+    while !done && let Some(ev) = reader.next_ready() {
+        done = decoder.decode(&ev, out)?;
+    }
+    Ok(done)
 }
 
 enum End {
@@ -275,7 +299,10 @@ async fn relay(mut job: Job, mut client: Client, model: &Model, c: &Candidate, o
             _ = client.tx.closed() => { end = End::Cancelled; break; }
         };
         match next {
-            Ok(Some(sse)) => match decoder.decode(&sse, &mut events) {
+            Ok(Some(sse)) => match decoder
+                .decode(&sse, &mut events)
+                .and_then(|d| decode_ready(&mut reader, decoder.as_mut(), &mut events, d))
+            {
                 Ok(d) => done = d,
                 Err(err) => {
                     end = End::Failed(UpstreamError::new(

@@ -218,6 +218,11 @@ impl SseReader {
         }
     }
 
+    /// An event already received, without waiting for more.
+    pub fn next_ready(&mut self) -> Option<SseEvent> {
+        self.ready.pop_front()
+    }
+
     /// The next event; `Ok(None)` at the end of the stream.
     pub async fn next(&mut self, idle: Duration) -> Result<Option<SseEvent>, UpstreamError> {
         loop {
