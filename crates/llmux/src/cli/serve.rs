@@ -176,6 +176,7 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
         store: store.clone(),
         cluster: cluster.clone(),
         rankings_cache: crate::rankings::cache::Cache::new(rankings_cache_ttl),
+        requests: tokio_util::task::TaskTracker::new(),
     });
     if let Some(c) = &cluster {
         gw.billing.set_cluster(c.clone());
@@ -237,7 +238,13 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
     }
     tracing::info!("shutting down: finishing open requests");
     workers.shutdown();
-    if tokio::time::timeout(SHUTDOWN_GRACE, workers.served())
+    // Connections close first; requests whose client left may still be recording.
+    gw.requests.close();
+    let finished = async {
+        workers.served().await;
+        gw.requests.wait().await;
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, finished)
         .await
         .is_err()
     {

@@ -53,6 +53,9 @@ pub struct Gateway {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Recent answers of the public rankings endpoints and pages.
     pub rankings_cache: crate::rankings::cache::Cache,
+    /// Every request's driving task (phases 6 and 7), so a shutdown can wait for their
+    /// records: a stream whose client left is still metering after its connection closed.
+    pub requests: tokio_util::task::TaskTracker,
 }
 
 /// Facts about the HTTP request that end up in the record.
@@ -309,9 +312,9 @@ pub async fn execute(
         rec,
     };
     if job.req.stream {
-        tokio::spawn(stream::drive(job, head_tx));
+        gw.requests.spawn(stream::drive(job, head_tx));
     } else {
-        tokio::spawn(complete::drive(job, head_tx));
+        gw.requests.spawn(complete::drive(job, head_tx));
     }
     let response = match head_rx.await {
         Ok(Head::Complete(body)) => {

@@ -123,3 +123,70 @@ async fn kill_9_loses_no_answered_record() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// Streams whose clients left just before the shutdown are still metering when their
+/// connections close: the shutdown waits for their records, and leaves nothing in the spool
+/// (a spool left behind would be replayed by the next start).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_waits_for_the_records_of_streams_cut_short() {
+    let sim = sim().await;
+    let rest = format!(
+        "{}{}",
+        provider("simco", &format!("{}/v1", sim.base_url()), ""),
+        // 200 tokens at 20 per second: ten seconds each, far beyond the test.
+        endpoint(
+            "deepseek/deepseek-v3.2",
+            "simco",
+            "ok+tps=20+tokens=200",
+            "0.28",
+            "0.42",
+            ""
+        )
+    );
+    let mut gw = Gateway::start(
+        "threads = 2",
+        &format!("[metering]\nflush_interval_ms = 600000\n\n{rest}"),
+    )
+    .await;
+    let key = gw.create_key("t", Some("100"));
+    let n = 200;
+    let streams = (0..n).map(|_| {
+        let (gw, key) = (&gw, &key.key);
+        async move {
+            let mut r = gw
+                .post(
+                    "/api/v1/chat/completions",
+                    key,
+                    &json!({"model": "deepseek/deepseek-v3.2", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+                )
+                .await;
+            assert_eq!(r.status(), 200);
+            // Read until the first token.
+            let has_token = |s: &str| {
+                s.match_indices("\"content\":\"")
+                    .any(|(i, m)| s[i + m.len()..].chars().next().is_some_and(|c| c != '"'))
+            };
+            let mut seen = String::new();
+            while !has_token(&seen) {
+                let chunk = r.chunk().await.unwrap().expect("the stream goes on");
+                seen.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            r
+        }
+    });
+    let open = futures::future::join_all(streams).await;
+    // Every client leaves mid-stream at once, and the shutdown comes right after.
+    drop(open);
+    let status = gw.terminate();
+    assert!(status.success(), "clean exit: {status:?}\n{}", gw.log());
+
+    let store = llmux::storage::Store::open(&gw.db_url()).await.unwrap();
+    assert_eq!(store.generation_count().await.unwrap(), n);
+    let spool = gw.dir.path().join("data/spool");
+    let left: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "spool"))
+        .collect();
+    assert!(left.is_empty(), "spool segments left: {left:?}");
+}
