@@ -64,6 +64,7 @@ cat > "$work/llmux.toml" <<CONF
 [server]
 listen = "127.0.0.1:$llmux_port"
 database = "sqlite://$work/llmux.db"
+data_dir = "$work/data"
 
 [[providers]]
 slug = "static"
