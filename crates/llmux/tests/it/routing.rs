@@ -201,9 +201,10 @@ async fn every_provider_preference_changes_who_serves() {
     let k = &key.key;
     let serves = |prov: Value| chat(json!({"provider": prov}));
 
-    // Warm every endpoint up so throughput and latency figures exist.
+    // Warm every endpoint up so throughput and latency figures exist: several streams each,
+    // so that one slowed by a loaded machine does not decide the median.
     for p in ["p1", "p2", "p3"] {
-        for stream in [true, true, false] {
+        for stream in [true, true, true, true, false] {
             let mut b = serves(json!({"only": [p]}));
             b["stream"] = stream.into();
             // A reply long enough to measure throughput on (an echo is one token).
