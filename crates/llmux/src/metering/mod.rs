@@ -65,7 +65,6 @@ impl Meter {
             rx,
             stats: stats.clone(),
             interval: settings.flush_interval,
-            flushing: false,
             batch_size: settings.batch_size,
             node,
             privacy,
@@ -140,8 +139,6 @@ struct Writer {
     rx: mpsc::UnboundedReceiver<Msg>,
     stats: Arc<MeterStats>,
     interval: Duration,
-    /// A full batch was taken and more may be waiting: go on without sleeping.
-    flushing: bool,
     batch_size: usize,
     node: String,
     privacy: Arc<rollup::Privacy>,
@@ -158,14 +155,16 @@ impl Writer {
         let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
         let stats = self.stats.clone();
         let mut open = true;
+        // A full batch was taken and more may be waiting: go on without sleeping.
+        let mut more = false;
         while open {
-            if !self.flushing {
+            if !more {
                 tokio::select! {
                     _ = stats.wake.notified() => {}
                     _ = tokio::time::sleep(self.interval) => {}
                 }
             }
-            self.flushing = false;
+            more = false;
             loop {
                 match self.rx.try_recv() {
                     Ok(Msg::Record(r, segment)) => {
@@ -173,7 +172,7 @@ impl Writer {
                         segments.push(segment);
                         if batch.len() >= self.batch_size {
                             // More may be queued: take it without waiting.
-                            self.flushing = true;
+                            more = true;
                             break;
                         }
                     }
