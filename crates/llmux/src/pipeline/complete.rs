@@ -11,7 +11,7 @@ use super::{Head, Job, accounting};
 use crate::inbound::Served;
 use crate::providers::{Upstream, UpstreamError, UpstreamErrorKind};
 
-pub(crate) async fn drive(mut job: Job, mut head: oneshot::Sender<Head>) {
+pub(crate) async fn drive(mut job: Box<Job>, mut head: oneshot::Sender<Head>) {
     let plan = std::mem::take(&mut job.plan.routes);
     let mut reservation = job.reservation.take();
     let mut last: Option<Failure> = None;

@@ -301,7 +301,9 @@ pub async fn execute(
 
     // attempt + meter, in a task that outlives a disconnecting client
     let (head_tx, head_rx) = oneshot::channel();
-    let job = Job {
+    // Boxed: an async fn keeps its by-value arguments twice in its state, so a `Job` passed
+    // along by value made a stream's task 10 KB, copied at every spawn and kept while it lasts.
+    let job = Box::new(Job {
         gw: gw.clone(),
         key,
         req,
@@ -310,7 +312,7 @@ pub async fn execute(
         plan,
         reservation: Some(reservation),
         rec,
-    };
+    });
     if job.req.stream {
         gw.requests.spawn(stream::drive(job, head_tx));
     } else {

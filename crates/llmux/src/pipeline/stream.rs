@@ -159,7 +159,7 @@ enum End {
     Cancelled,
 }
 
-pub(crate) async fn drive(mut job: Job, head: oneshot::Sender<Head>) {
+pub(crate) async fn drive(mut job: Box<Job>, head: oneshot::Sender<Head>) {
     let (tx, rx) = mpsc::channel(64);
     let mut client = Client {
         head: Some(head),
@@ -243,7 +243,7 @@ pub(crate) async fn drive(mut job: Job, head: oneshot::Sender<Head>) {
     }
 }
 
-fn cancelled_before_content(mut job: Job) {
+fn cancelled_before_content(mut job: Box<Job>) {
     job.rec.cancelled = true;
     job.rec.status = 499;
     job.rec.error = Some("client disconnected".into());
@@ -251,7 +251,7 @@ fn cancelled_before_content(mut job: Job) {
     job.gw.meter.record(std::mem::take(&mut job.rec));
 }
 
-async fn relay(mut job: Job, mut client: Client, model: &Model, c: &Candidate, o: Opened) {
+async fn relay(mut job: Box<Job>, mut client: Client, model: &Model, c: &Candidate, o: Opened) {
     let e = &c.endpoint;
     let Opened {
         mut reader,
