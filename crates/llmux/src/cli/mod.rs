@@ -89,8 +89,21 @@ fn load(config: &Option<PathBuf>, database: &Option<String>) -> anyhow::Result<C
     Config::load(config.as_deref(), None, database.as_deref())
 }
 
+/// Raise the soft limit on open files to the hard one, as nginx's `worker_rlimit_nofile` and
+/// Go's runtime do: each proxied stream holds two sockets, and the usual soft limit of 1,024
+/// would refuse connections from about 500 concurrent streams on.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!("open files limit: {n}"),
+        Err(e) => tracing::warn!("could not raise the open files limit: {e}"),
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     crate::init_tls();
+    if matches!(cli.command, Command::Serve(_) | Command::Sim(_)) {
+        raise_open_files_limit();
+    }
     match cli.command {
         Command::Serve(args) => {
             let config = Config::load(
