@@ -144,3 +144,44 @@ async fn bad_cli_input_fails_clearly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/llmux.toml"));
 }
+
+/// The soft and hard "Max open files" limits of a process, from `/proc`.
+#[cfg(target_os = "linux")]
+fn open_files_limits(pid: u32) -> Option<(String, String)> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    Some((fields.next()?.to_string(), fields.next()?.to_string()))
+}
+
+/// Each proxied stream holds two sockets: a server started under the usual soft limit of
+/// 1,024 open files raises it to the hard limit, as nginx and Go's runtime do.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread")]
+async fn servers_raise_their_open_files_limit() {
+    use std::io::BufRead;
+    let mut child = Command::new("bash")
+        .args([
+            "-c",
+            &format!("ulimit -Sn 256 && exec {BIN} sim --listen 127.0.0.1:0"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The sim says it listens once it has started (the limit is raised before that).
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let limits = open_files_limits(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("listening"), "{line}");
+    let (soft, hard) = limits.expect("the process's limits");
+    assert_ne!(
+        hard, "256",
+        "this machine's hard limit leaves nothing to raise"
+    );
+    assert_eq!(soft, hard, "soft limit not raised to the hard one");
+}
