@@ -12,8 +12,15 @@ use std::cell::Cell;
 use std::io;
 use std::thread::JoinHandle;
 
+use std::time::Duration;
+
 use axum::Router;
-use axum::serve::ListenerExt;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
 thread_local! {
@@ -68,7 +75,7 @@ pub fn start(listener: std::net::TcpListener, app: Router, n: usize) -> io::Resu
                     }
                 };
                 runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                    let listener = match TcpListener::from_std(listener) {
                         Ok(l) => l,
                         Err(e) => {
                             let _ = ready.send(Err(e));
@@ -76,21 +83,8 @@ pub fn start(listener: std::net::TcpListener, app: Router, n: usize) -> io::Resu
                         }
                     };
                     let _ = ready.send(Ok(()));
-                    // Stream chunks are small writes: without TCP_NODELAY each would wait
-                    // for the client's delayed ACK (Nagle), adding ~40 ms to the first token.
-                    let listener = listener.tap_io(|tcp| {
-                        if let Err(e) = tcp.set_nodelay(true) {
-                            tracing::debug!("TCP_NODELAY not set: {e}");
-                        }
-                    });
-                    // One make-service per thread: `axum::serve` given a `Router` itself
-                    // would rebuild its route table for every connection.
-                    let server = axum::serve(listener, app.into_make_service())
-                        .with_graceful_shutdown(until_set(shutdown_rx));
-                    let serve = async {
-                        if let Err(e) = server.await {
-                            tracing::error!("serving thread {i}: {e}");
-                        }
+                    let serving = async {
+                        serve(listener, app, shutdown_rx).await;
                         let _ = served_tx.send(());
                         std::future::pending::<()>().await
                     };
@@ -98,7 +92,7 @@ pub fn start(listener: std::net::TcpListener, app: Router, n: usize) -> io::Resu
                     // database connections opened here live on this runtime: it is kept until
                     // the gateway has written its last records.
                     tokio::select! {
-                        _ = serve => {}
+                        _ = serving => {}
                         _ = until_set(release_rx) => {}
                     }
                 });
@@ -147,4 +141,74 @@ impl Workers {
             let _ = t.join();
         }
     }
+}
+
+/// Accept and serve connections until `shutdown`, then wait for the open ones to finish their
+/// requests (idle keep-alive connections are closed at once).
+async fn serve(listener: TcpListener, app: Router, shutdown: watch::Receiver<bool>) {
+    let graceful = GracefulShutdown::new();
+    let stop = until_set(shutdown);
+    tokio::pin!(stop);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let watcher = graceful.watcher();
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            // Stream chunks are small writes: without TCP_NODELAY each would wait for the
+            // client's delayed ACK (Nagle), adding ~40 ms to the first token.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY not set: {e}");
+            }
+            // HTTP/1 connections go straight to hyper's HTTP/1 server. hyper-util's automatic
+            // one reads the first bytes to tell HTTP/2's preface apart and hands them back
+            // to the HTTP/1 server, which then doubles its read buffer to 16 KB for the rest
+            // of the head: 8 KB more for every open connection.
+            let result = if opens_with_http1(&tcp).await {
+                let conn = http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
+                watcher.watch(conn).await.map_err(Into::into)
+            } else {
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                watcher.watch(conn).await
+            };
+            if let Err(e) = result {
+                tracing::trace!("connection closed: {e}");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Whether a connection's first bytes are an HTTP/1 request, not the start of HTTP/2's
+/// preface (`PRI * HTTP/2.0`). Peeked, not read: the server reads them again. Undecided
+/// (fewer than three bytes so far, or an error) counts as not HTTP/1: the automatic server
+/// then finds out.
+async fn opens_with_http1(tcp: &TcpStream) -> bool {
+    let mut start = [0u8; 3];
+    matches!(tcp.peek(&mut start).await, Ok(3) if &start != b"PRI")
+}
+
+/// As hyper's and axum's servers do: a connection reset before it was accepted is nothing;
+/// anything else (out of file descriptors, most often) is logged and accepting pauses, so as
+/// not to spin on an error that persists.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::*;
+    if matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!("accept error: {e}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }

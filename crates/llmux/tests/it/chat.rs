@@ -392,3 +392,44 @@ async fn catalog_endpoints_speak_openrouter_shapes() {
         .unwrap();
     assert_eq!(health["status"], "ok");
 }
+
+/// Clients speaking HTTP/2 without TLS (prior knowledge, as proxies in front of llmux may)
+/// are served as well as HTTP/1.1 ones, streams included: the server tells them apart by the
+/// first bytes of the connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_and_http1_clients_are_both_served() {
+    let (gw, _sim) = gateway_with_sim("").await;
+    let key = gw.create_key("t", None);
+    llmux::init_tls();
+    for (http2, version) in [
+        (false, reqwest::Version::HTTP_11),
+        (true, reqwest::Version::HTTP_2),
+    ] {
+        let mut client = reqwest::Client::builder();
+        if http2 {
+            client = client.http2_prior_knowledge();
+        } else {
+            client = client.http1_only();
+        }
+        let client = client.build().unwrap();
+        for stream in [false, true] {
+            let resp = client
+                .post(gw.url("/api/v1/chat/completions"))
+                .bearer_auth(&key.key)
+                .json(&json!({"model": MODEL, "stream": stream, "messages": [{"role": "user", "content": "echo: over the wire"}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200, "http2={http2} stream={stream}");
+            assert_eq!(resp.version(), version);
+            let body = resp.text().await.unwrap();
+            if stream {
+                assert!(body.contains("data: [DONE]"), "{body}");
+                assert!(body.contains("\"usage\""), "{body}");
+            } else {
+                let v: Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(v["choices"][0]["message"]["content"], "over the wire");
+            }
+        }
+    }
+}
