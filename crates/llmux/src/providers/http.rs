@@ -2,6 +2,8 @@
 //! where negotiated or configured), bounded bodies, and an SSE reader with an idle timeout.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +14,7 @@ use hyper::body::{Body, Incoming};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use llmux_protocol::sse::{SseDecoder, SseEvent};
+use parking_lot::Mutex;
 use rustls_platform_verifier::ConfigVerifierExt;
 
 use super::{Adapter, UpstreamError, UpstreamErrorKind, UpstreamRequest};
@@ -25,7 +28,18 @@ const MAX_ERROR_BYTES: usize = 64 << 10;
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 type Client = hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
 /// An upstream's answer, its body still to be read.
-pub type UpstreamResponse = http::Response<Incoming>;
+pub struct UpstreamResponse {
+    inner: http::Response<Incoming>,
+    /// The request's place on a multiplexed connection, given back when the body is done.
+    _slot: Option<Slot>,
+}
+
+/// Requests in flight on one HTTP/2 connection before another is opened. Servers cap the
+/// streams of a connection (`SETTINGS_MAX_CONCURRENT_STREAMS`: 100 to 256 for most, 200 for
+/// hyper's), and hyper's pool keeps one HTTP/2 connection per host, queueing what exceeds
+/// the cap: past it, new streams waited for running ones to end (a serving thread with 200
+/// long streams open to one provider held the 201st until its first-token timeout).
+const STREAMS_PER_CONNECTION: usize = 100;
 
 /// hyper's pooled client, used directly: reqwest's layers (URL parsing, redirect policy,
 /// default-header merging, boxed futures) were a twelfth of the gateway's CPU per request.
@@ -34,17 +48,86 @@ pub type UpstreamResponse = http::Response<Incoming>;
 /// connection is driven by a task of the thread that opened it, and a request on another
 /// thread would wake that thread for every read and write.
 pub struct Upstream {
-    shards: Vec<HashMap<String, Client>>,
+    shards: Vec<HashMap<String, ProviderClients>>,
+}
+
+/// One provider's clients on one thread. Over HTTP/1.1 the first client's pool opens a
+/// connection per concurrent request. Where HTTP/2 may be spoken (TLS, which negotiates it,
+/// or prior knowledge), a client holds one multiplexed connection, so clients are added as
+/// the requests in flight grow, [`STREAMS_PER_CONNECTION`] each.
+struct ProviderClients {
+    first: Client,
+    multiplexed: Option<Multiplexed>,
+}
+
+struct Multiplexed {
+    first_in_flight: Arc<AtomicUsize>,
+    more: Mutex<Vec<(Client, Arc<AtomicUsize>)>>,
+    tls: rustls::ClientConfig,
+    connect_timeout: Duration,
+    http2_only: bool,
+}
+
+/// A request counted against its client's connection until dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(count: &Arc<AtomicUsize>) -> Slot {
+        count.fetch_add(1, Ordering::Relaxed);
+        Slot(count.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ProviderClients {
+    fn new(p: &Provider, tls: &rustls::ClientConfig) -> ProviderClients {
+        let first = client_for(tls, p.connect_timeout, p.http2_prior_knowledge);
+        let may_multiplex = p.http2_prior_knowledge || p.base_url.starts_with("https:");
+        let multiplexed = may_multiplex.then(|| Multiplexed {
+            first_in_flight: Arc::default(),
+            more: Mutex::default(),
+            tls: tls.clone(),
+            connect_timeout: p.connect_timeout,
+            http2_only: p.http2_prior_knowledge,
+        });
+        ProviderClients { first, multiplexed }
+    }
+
+    /// A client with room for one more request.
+    fn pick(&self) -> (Client, Option<Slot>) {
+        let Some(m) = &self.multiplexed else {
+            return (self.first.clone(), None);
+        };
+        if m.first_in_flight.load(Ordering::Relaxed) < STREAMS_PER_CONNECTION {
+            return (self.first.clone(), Some(Slot::take(&m.first_in_flight)));
+        }
+        let mut more = m.more.lock();
+        let free = more
+            .iter()
+            .position(|(_, n)| n.load(Ordering::Relaxed) < STREAMS_PER_CONNECTION);
+        let i = free.unwrap_or_else(|| {
+            let client = client_for(&m.tls, m.connect_timeout, m.http2_only);
+            more.push((client, Arc::default()));
+            more.len() - 1
+        });
+        let (client, in_flight) = &more[i];
+        (client.clone(), Some(Slot::take(in_flight)))
+    }
 }
 
 const USER_AGENT: HeaderValue =
     HeaderValue::from_static(concat!("llmux/", env!("CARGO_PKG_VERSION")));
 
-fn client_for(p: &Provider, tls: &rustls::ClientConfig) -> Client {
+fn client_for(tls: &rustls::ClientConfig, connect_timeout: Duration, http2_only: bool) -> Client {
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
-    tcp.set_connect_timeout(Some(p.connect_timeout));
+    tcp.set_connect_timeout(Some(connect_timeout));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls.clone())
         .https_or_http()
@@ -55,7 +138,7 @@ fn client_for(p: &Provider, tls: &rustls::ClientConfig) -> Client {
     b.pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024);
-    if p.http2_prior_knowledge {
+    if http2_only {
         b.http2_only(true);
     }
     b.build(https)
@@ -91,7 +174,7 @@ impl Upstream {
                 catalog
                     .providers()
                     .iter()
-                    .map(|p| (p.slug.clone(), client_for(p, &tls)))
+                    .map(|p| (p.slug.clone(), ProviderClients::new(p, &tls)))
                     .collect()
             })
             .collect();
@@ -107,9 +190,10 @@ impl Upstream {
         req: UpstreamRequest,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let shard = crate::server::workers::current().min(self.shards.len() - 1);
-        let client = self.shards[shard].get(&provider.slug).ok_or_else(|| {
+        let clients = self.shards[shard].get(&provider.slug).ok_or_else(|| {
             UpstreamError::new(UpstreamErrorKind::Connect, "provider has no client")
         })?;
+        let (client, slot) = clients.pick();
         let uri = http::Uri::try_from(req.url.as_str()).map_err(|e| {
             UpstreamError::new(
                 UpstreamErrorKind::Connect,
@@ -134,11 +218,16 @@ impl Upstream {
                 format!("{} request failed: {}", provider.name, describe(&e)),
             )
         })?;
-        let status = resp.status();
+        let resp = UpstreamResponse {
+            inner: resp,
+            _slot: slot,
+        };
+        let status = resp.inner.status();
         if status.is_success() {
             return Ok(resp);
         }
         let retry_after = resp
+            .inner
             .headers()
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
@@ -166,7 +255,8 @@ async fn read_limited(
     max: usize,
     truncate: bool,
 ) -> Result<Bytes, UpstreamError> {
-    let mut body = resp.into_body();
+    let UpstreamResponse { inner, _slot } = resp;
+    let mut body = inner.into_body();
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
@@ -201,6 +291,7 @@ type ByteStream = BodyDataStream<Incoming>;
 /// Reads SSE events from an upstream response, failing if it stays silent for `idle`.
 pub struct SseReader {
     bytes: ByteStream,
+    _slot: Option<Slot>,
     decoder: SseDecoder,
     ready: std::collections::VecDeque<SseEvent>,
     scratch: Vec<SseEvent>,
@@ -210,7 +301,8 @@ pub struct SseReader {
 impl SseReader {
     pub fn new(resp: UpstreamResponse) -> Self {
         Self {
-            bytes: resp.into_body().into_data_stream(),
+            bytes: resp.inner.into_body().into_data_stream(),
+            _slot: resp._slot,
             decoder: SseDecoder::default(),
             ready: Default::default(),
             scratch: Vec::new(),

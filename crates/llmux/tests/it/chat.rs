@@ -433,3 +433,73 @@ async fn http2_and_http1_clients_are_both_served() {
         }
     }
 }
+
+/// An HTTP/2 upstream caps the streams of one connection (hyper's server, the simulator's,
+/// at 200), and hyper's pool keeps one HTTP/2 connection per host: more long streams than
+/// the cap, from one serving thread, must still all start (llmux opens more connections).
+#[tokio::test(flavor = "multi_thread")]
+async fn more_streams_than_one_http2_connection_carries_all_start() {
+    const STREAMS: usize = 250;
+    let sim = sim().await;
+    let rest = format!(
+        "{}{}",
+        provider(
+            "simco",
+            &format!("{}/v1", sim.base_url()),
+            "http2_prior_knowledge = true"
+        ),
+        // Sixty tokens at two a second: every stream stays open for the whole test.
+        endpoint(
+            MODEL,
+            "simco",
+            "sim-model+ttft=5+tps=2+tokens=60",
+            "0.28",
+            "0.42",
+            ""
+        )
+    );
+    let gw = Gateway::start("threads = 1", &rest).await;
+    let key = gw.create_key("t", None);
+    let client = reqwest::Client::new();
+    let started = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        let (client, url, key, started) = (
+            client.clone(),
+            gw.url("/api/v1/chat/completions"),
+            key.key.clone(),
+            started.clone(),
+        );
+        streams.push(tokio::spawn(async move {
+            let resp = client
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"model": MODEL, "stream": true, "messages": [{"role": "user", "content": "slowly"}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let mut body = resp.bytes_stream();
+            let mut seen = Vec::new();
+            while let Some(chunk) = futures::StreamExt::next(&mut body).await {
+                seen.extend_from_slice(&chunk.unwrap());
+                if seen.windows(10).any(|w| w == b"\"content\":") {
+                    started.add_permits(1);
+                    break;
+                }
+            }
+            // Held open until the test ends.
+            std::future::pending::<()>().await;
+        }));
+    }
+    let all = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        started.acquire_many(STREAMS as u32),
+    )
+    .await;
+    let opened = started.available_permits();
+    for s in &streams {
+        s.abort();
+    }
+    assert!(all.is_ok(), "only {opened} of {STREAMS} streams started");
+}
