@@ -76,6 +76,13 @@ slug = "sim"
 api = "openai"
 base_url = "http://127.0.0.1:$sim_port/v1"
 
+# The same simulator over HTTP/2, as providers reached over TLS negotiate it.
+[[providers]]
+slug = "sim-h2"
+api = "openai"
+base_url = "http://127.0.0.1:$sim_port/v1"
+http2_prior_knowledge = true
+
 [[endpoints]]
 model = "openai/gpt-4o-mini"
 provider = "static"
@@ -99,6 +106,12 @@ model = "moonshotai/kimi-k2.5"
 provider = "sim"
 upstream_model = "kimi-k2.5+ttft=20+tps=0.5+tokens=60"
 pricing = { prompt = "0.5", completion = "2.5" }
+
+[[endpoints]]
+model = "minimax/minimax-m2.5"
+provider = "sim-h2"
+upstream_model = "minimax-m2.5+ttft=20+tps=0.5+tokens=60"
+pricing = { prompt = "0.3", completion = "1.2" }
 CONF
 key=$("$bin/llmux" keys create --name bench --config "$work/llmux.toml" --json | sed -n 's/^ *"key": *"\([^"]*\)".*/\1/p')
 [ -n "$key" ] || { echo "could not create a key"; exit 1; }
@@ -160,7 +173,7 @@ awk -v d="$d" -v n="$n" -v l="$l" 'BEGIN {
 # Streams and metering, measured by llmux-bench against the same processes.
 "$bin/llmux-bench" streams \
     --llmux "http://127.0.0.1:$llmux_port" --direct "http://127.0.0.1:$sim_port" \
-    --key "$key" --pid "$llmux_pid"
+    --key "$key" --pid "$llmux_pid" --http2-model minimax/minimax-m2.5
 
 # Every answered request is one generation record (counted after a graceful stop).
 kill -TERM "$llmux_pid"; wait "$llmux_pid" 2>/dev/null || true
