@@ -147,7 +147,7 @@ impl Workers {
 /// requests (idle keep-alive connections are closed at once).
 async fn serve(listener: TcpListener, app: Router, shutdown: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
-    let stop = until_set(shutdown);
+    let stop = until_set(shutdown.clone());
     tokio::pin!(stop);
     loop {
         let tcp = tokio::select! {
@@ -162,6 +162,7 @@ async fn serve(listener: TcpListener, app: Router, shutdown: watch::Receiver<boo
         };
         let watcher = graceful.watcher();
         let service = TowerToHyperService::new(app.clone());
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             // Stream chunks are small writes: without TCP_NODELAY each would wait for the
             // client's delayed ACK (Nagle), adding ~40 ms to the first token.
@@ -172,7 +173,12 @@ async fn serve(listener: TcpListener, app: Router, shutdown: watch::Receiver<boo
             // one reads the first bytes to tell HTTP/2's preface apart and hands them back
             // to the HTTP/1 server, which then doubles its read buffer to 16 KB for the rest
             // of the head: 8 KB more for every open connection.
-            let result = if opens_with_http1(&tcp).await {
+            // A connection that has sent nothing yet is closed at once by a stop.
+            let http1 = tokio::select! {
+                http1 = opens_with_http1(&tcp) => http1,
+                _ = until_set(shutdown) => return,
+            };
+            let result = if http1 {
                 let conn = http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
                 watcher.watch(conn).await.map_err(Into::into)
             } else {

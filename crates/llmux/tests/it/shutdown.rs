@@ -190,3 +190,43 @@ async fn sigterm_waits_for_the_records_of_streams_cut_short() {
         .collect();
     assert!(left.is_empty(), "spool segments left: {left:?}");
 }
+
+/// Connections that are open but have sent nothing (or sit idle between requests) do not
+/// hold up a graceful stop: it ends well inside its grace period for open requests (10 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_do_not_hold_up_sigterm() {
+    let sim = sim().await;
+    let rest = format!(
+        "{}{}",
+        provider("simco", &format!("{}/v1", sim.base_url()), ""),
+        endpoint("deepseek/deepseek-v3.2", "simco", "ok", "0.28", "0.42", "")
+    );
+    let mut gw = Gateway::start("threads = 2", &rest).await;
+    let key = gw.create_key("t", None);
+    // One connection kept alive after a request, and four that never send a byte.
+    let client = reqwest::Client::new();
+    let r = client
+        .post(gw.url("/api/v1/chat/completions"))
+        .bearer_auth(&key.key)
+        .json(&json!({"model": "deepseek/deepseek-v3.2", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+    let addr = gw.base.trim_start_matches("http://").to_string();
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let status = tokio::task::block_in_place(|| gw.terminate());
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "the stop took {took:?}"
+    );
+    drop(silent);
+}
