@@ -31,7 +31,7 @@ type Client = hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
 pub struct UpstreamResponse {
     inner: http::Response<Incoming>,
     /// The request's place on a multiplexed connection, given back when the body is done.
-    _slot: Option<Slot>,
+    slot: Option<Slot>,
 }
 
 /// Requests in flight on one HTTP/2 connection before another is opened. Servers cap the
@@ -87,7 +87,11 @@ impl Drop for Slot {
 impl ProviderClients {
     fn new(p: &Provider, tls: &rustls::ClientConfig) -> ProviderClients {
         let first = client_for(tls, p.connect_timeout, p.http2_prior_knowledge);
-        let may_multiplex = p.http2_prior_knowledge || p.base_url.starts_with("https:");
+        let tls_url = p
+            .base_url
+            .get(..6)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https:"));
+        let may_multiplex = p.http2_prior_knowledge || tls_url;
         let multiplexed = may_multiplex.then(|| Multiplexed {
             first_in_flight: Arc::default(),
             more: Mutex::default(),
@@ -218,10 +222,7 @@ impl Upstream {
                 format!("{} request failed: {}", provider.name, describe(&e)),
             )
         })?;
-        let resp = UpstreamResponse {
-            inner: resp,
-            _slot: slot,
-        };
+        let resp = UpstreamResponse { inner: resp, slot };
         let status = resp.inner.status();
         if status.is_success() {
             return Ok(resp);
@@ -255,7 +256,7 @@ async fn read_limited(
     max: usize,
     truncate: bool,
 ) -> Result<Bytes, UpstreamError> {
-    let UpstreamResponse { inner, _slot } = resp;
+    let UpstreamResponse { inner, slot: _slot } = resp;
     let mut body = inner.into_body();
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
@@ -302,7 +303,7 @@ impl SseReader {
     pub fn new(resp: UpstreamResponse) -> Self {
         Self {
             bytes: resp.inner.into_body().into_data_stream(),
-            _slot: resp._slot,
+            _slot: resp.slot,
             decoder: SseDecoder::default(),
             ready: Default::default(),
             scratch: Vec::new(),

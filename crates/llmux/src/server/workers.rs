@@ -11,7 +11,6 @@
 use std::cell::Cell;
 use std::io;
 use std::thread::JoinHandle;
-
 use std::time::Duration;
 
 use axum::Router;
@@ -169,15 +168,15 @@ async fn serve(listener: TcpListener, app: Router, shutdown: watch::Receiver<boo
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!("TCP_NODELAY not set: {e}");
             }
-            // HTTP/1 connections go straight to hyper's HTTP/1 server. hyper-util's automatic
-            // one reads the first bytes to tell HTTP/2's preface apart and hands them back
-            // to the HTTP/1 server, which then doubles its read buffer to 16 KB for the rest
-            // of the head: 8 KB more for every open connection.
             // A connection that has sent nothing yet is closed at once by a stop.
             let http1 = tokio::select! {
                 http1 = opens_with_http1(&tcp) => http1,
                 _ = until_set(shutdown) => return,
             };
+            // HTTP/1 connections go straight to hyper's HTTP/1 server. hyper-util's automatic
+            // one reads the first bytes to tell HTTP/2's preface apart and hands them back
+            // to the HTTP/1 server, which then doubles its read buffer to 16 KB for the rest
+            // of the head: 8 KB more for every open connection.
             let result = if http1 {
                 let conn = http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
                 watcher.watch(conn).await.map_err(Into::into)
