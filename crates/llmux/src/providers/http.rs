@@ -1,6 +1,7 @@
 //! Talking HTTP to upstreams: one pooled client per provider (HTTP/1.1 keep-alive, HTTP/2
 //! where negotiated or configured), bounded bodies, and an SSE reader with an idle timeout.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -103,12 +104,13 @@ impl ProviderClients {
     }
 
     /// A client with room for one more request.
-    fn pick(&self) -> (Client, Option<Slot>) {
+    fn pick(&self) -> (Cow<'_, Client>, Option<Slot>) {
         let Some(m) = &self.multiplexed else {
-            return (self.first.clone(), None);
+            return (Cow::Borrowed(&self.first), None);
         };
         if m.first_in_flight.load(Ordering::Relaxed) < STREAMS_PER_CONNECTION {
-            return (self.first.clone(), Some(Slot::take(&m.first_in_flight)));
+            let slot = Slot::take(&m.first_in_flight);
+            return (Cow::Borrowed(&self.first), Some(slot));
         }
         let mut more = m.more.lock();
         let free = more
@@ -120,7 +122,7 @@ impl ProviderClients {
             more.len() - 1
         });
         let (client, in_flight) = &more[i];
-        (client.clone(), Some(Slot::take(in_flight)))
+        (Cow::Owned(client.clone()), Some(Slot::take(in_flight)))
     }
 }
 
