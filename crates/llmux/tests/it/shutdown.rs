@@ -5,14 +5,27 @@ use serde_json::json;
 
 use crate::harness::*;
 
+/// The simulated provider serving `deepseek/deepseek-v3.2` as `upstream` (whose name says how
+/// the simulator behaves).
+fn simco(sim: &llmux_sim::SimHandle, upstream: &str) -> String {
+    format!(
+        "{}{}",
+        provider("simco", &format!("{}/v1", sim.base_url()), ""),
+        endpoint(
+            "deepseek/deepseek-v3.2",
+            "simco",
+            upstream,
+            "0.28",
+            "0.42",
+            ""
+        )
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_flushes_pending_records() {
     let sim = sim().await;
-    let rest = format!(
-        "{}{}",
-        provider("simco", &format!("{}/v1", sim.base_url()), ""),
-        endpoint("deepseek/deepseek-v3.2", "simco", "ok", "0.28", "0.42", "")
-    );
+    let rest = simco(&sim, "ok");
     // A flush interval far beyond the test: only the shutdown can write the records. Three
     // serving threads, and requests at once on several connections: the records of every
     // thread are written.
@@ -53,11 +66,7 @@ async fn sigterm_flushes_pending_records() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_loses_no_answered_record() {
     let sim = sim().await;
-    let rest = format!(
-        "{}{}",
-        provider("simco", &format!("{}/v1", sim.base_url()), ""),
-        endpoint("deepseek/deepseek-v3.2", "simco", "ok", "0.28", "0.42", "")
-    );
+    let rest = simco(&sim, "ok");
     // Nothing is written to the database during the test: only the spool keeps the records.
     let mut gw = Gateway::start(
         "",
@@ -130,19 +139,8 @@ async fn kill_9_loses_no_answered_record() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_waits_for_the_records_of_streams_cut_short() {
     let sim = sim().await;
-    let rest = format!(
-        "{}{}",
-        provider("simco", &format!("{}/v1", sim.base_url()), ""),
-        // 200 tokens at 20 per second: ten seconds each, far beyond the test.
-        endpoint(
-            "deepseek/deepseek-v3.2",
-            "simco",
-            "ok+tps=20+tokens=200",
-            "0.28",
-            "0.42",
-            ""
-        )
-    );
+    // 200 tokens at 20 per second: ten seconds each, far beyond the test.
+    let rest = simco(&sim, "ok+tps=20+tokens=200");
     let mut gw = Gateway::start(
         "threads = 2",
         &format!("[metering]\nflush_interval_ms = 600000\n\n{rest}"),
@@ -196,11 +194,7 @@ async fn sigterm_waits_for_the_records_of_streams_cut_short() {
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_connections_do_not_hold_up_sigterm() {
     let sim = sim().await;
-    let rest = format!(
-        "{}{}",
-        provider("simco", &format!("{}/v1", sim.base_url()), ""),
-        endpoint("deepseek/deepseek-v3.2", "simco", "ok", "0.28", "0.42", "")
-    );
+    let rest = simco(&sim, "ok");
     let mut gw = Gateway::start("threads = 2", &rest).await;
     let key = gw.create_key("t", None);
     // One connection kept alive after a request, and four that never send a byte.
