@@ -50,6 +50,11 @@ const COLUMNS: &[&str] = &[
 /// Rows per INSERT statement (keeps bind parameters under SQLite's and PostgreSQL's limits).
 const ROWS_PER_STATEMENT: usize = 200;
 
+/// Some records of a batch written without asking first were in the table already.
+#[derive(Debug, thiserror::Error)]
+#[error("some generation records of the batch were written before")]
+struct AlreadyWritten;
+
 fn tokens(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -128,11 +133,30 @@ impl Store {
         self.write(batch, node, None).await
     }
 
+    /// Most batches hold new records only: they are inserted without asking first which are
+    /// written already. When some were (a batch retried after a commit whose answer was
+    /// lost, a spool replayed after a crash), that transaction is rolled back and the batch
+    /// written again, asking.
     async fn write(
         &self,
         batch: &[GenerationRecord],
         node: &str,
         rollups: Option<&Privacy>,
+    ) -> anyhow::Result<u64> {
+        match self.write_batch(batch, node, rollups, false).await {
+            Err(e) if e.is::<AlreadyWritten>() => {
+                self.write_batch(batch, node, rollups, true).await
+            }
+            result => result,
+        }
+    }
+
+    async fn write_batch(
+        &self,
+        batch: &[GenerationRecord],
+        node: &str,
+        rollups: Option<&Privacy>,
+        ask_first: bool,
     ) -> anyhow::Result<u64> {
         if batch.is_empty() {
             return Ok(0);
@@ -141,10 +165,13 @@ impl Store {
         let mut deltas = Deltas::default();
         let mut new = 0u64;
         for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-            // Which of these are already written (a retried batch, a replayed spool): asked
-            // first rather than with `RETURNING id`, whose rows SQLite's driver hands over
-            // one message (and one thread wake-up) each.
-            let existing = self.existing_generations(&mut tx, chunk).await?;
+            // Which of these are already written, on the second try: asked first rather than
+            // with `RETURNING id`, whose rows SQLite's driver hands over one message (and one
+            // thread wake-up) each.
+            let existing = match ask_first {
+                true => self.existing_generations(&mut tx, chunk).await?,
+                false => Default::default(),
+            };
             let fresh: Vec<&GenerationRecord> = chunk
                 .iter()
                 .filter(|g| !existing.contains(g.id.as_str()))
@@ -205,6 +232,10 @@ impl Store {
                     .bind(g.byok_usage.0);
             }
             let written = q.execute(&mut *tx).await?.rows_affected();
+            if !ask_first && written < fresh.len() as u64 {
+                // Dropping the transaction rolls it back.
+                return Err(AlreadyWritten.into());
+            }
             // Records are written by their own node's writer only; another writer racing on
             // the same ids would have its share counted twice: the batch is retried instead.
             anyhow::ensure!(

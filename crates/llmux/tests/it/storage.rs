@@ -253,3 +253,71 @@ async fn migrate_moves_a_sqlite_installation_to_postgresql() {
     gw.terminate();
     drop_postgres_database(&target);
 }
+
+/// A batch written again (retried after a commit whose answer was lost, or a spool replayed
+/// after a crash) adds only its new records: each record, its charge and its share of the
+/// rollups count once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_written_again_counts_each_record_once() {
+    use llmux::metering::rollup::Privacy;
+    use llmux::metering::{Charge, GenerationRecord};
+    use llmux::money::Money;
+
+    let gw = Gateway::start("", "").await;
+    let key = gw.create_key("t", Some("5"));
+    let store = llmux::storage::Store::open(&gw.db_url()).await.unwrap();
+    let now = llmux::clock::now_ms();
+    let record = |id: &str| {
+        let mut r = GenerationRecord {
+            id: id.into(),
+            created_at_ms: now,
+            account_id: Some(key.account.clone()),
+            key_hash: Some(key.hash.clone()),
+            api_type: "completions".into(),
+            requested_model: "openai/gpt-4o-mini".into(),
+            model: Some("openai/gpt-4o-mini".into()),
+            provider: Some("openai".into()),
+            status: 200,
+            cost: Money(1_000_000),
+            charge: Some(Charge {
+                account_id: key.account.clone(),
+                key_hash: key.hash.clone(),
+                amount: Money(1_000_000),
+            }),
+            ..Default::default()
+        };
+        r.usage.prompt_tokens = 10;
+        r.usage.completion_tokens = 5;
+        r
+    };
+    let (a, b, c) = (record("gen-a"), record("gen-b"), record("gen-c"));
+    let privacy = Privacy::default();
+    let before = store.balance(&key.account).await.unwrap();
+
+    store
+        .write_generations(&[a.clone(), b.clone()], "n", &privacy)
+        .await
+        .unwrap();
+    store
+        .write_generations(&[a, b, c], "n", &privacy)
+        .await
+        .unwrap();
+
+    assert_eq!(store.generation_count().await.unwrap(), 3);
+    let after = store.balance(&key.account).await.unwrap();
+    assert_eq!(before.0 - after.0, 3_000_000, "three charges");
+    let rollups = store.rollup_snapshot().await.unwrap();
+    let models: Vec<_> = rollups
+        .models
+        .iter()
+        .filter(|(k, _)| k.model == "openai/gpt-4o-mini")
+        .collect();
+    assert!(!models.is_empty());
+    for (k, sums) in models {
+        assert_eq!(
+            (sums.requests, sums.prompt, sums.completion),
+            (3, 30, 15),
+            "{k:?}"
+        );
+    }
+}
