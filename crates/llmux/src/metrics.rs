@@ -59,6 +59,11 @@ struct UptimeLabels {
     window: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ThreadLabels {
+    thread: String,
+}
+
 fn seconds_histogram() -> Histogram {
     Histogram::new([
         0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
@@ -279,6 +284,22 @@ impl Metrics {
         let written = Counter::<u64>::default();
         written.inc_by(meter.written.load(Ordering::Relaxed));
         now.register("metering_written", "Generation records written", written);
+        let connections = Family::<ThreadLabels, Gauge>::default();
+        now.register(
+            "open_connections",
+            "Client connections being served, per serving thread",
+            connections.clone(),
+        );
+        for (i, n) in crate::server::workers::open_connections()
+            .into_iter()
+            .enumerate()
+        {
+            connections
+                .get_or_create(&ThreadLabels {
+                    thread: (i + 1).to_string(),
+                })
+                .set(n as i64);
+        }
         let mut more = String::new();
         let _ = encode(&mut more, &now);
         // Both parts end with `# EOF`; keep one.

@@ -7,9 +7,16 @@
 //! wake-up is a futex call and a context switch, and an idle worker is woken to steal at every
 //! yield; at one connection that was four context switches per request and a third of llmux's
 //! CPU. Background work (metering writer, billing sync, health) stays on the main runtime.
+//!
+//! Every thread accepts from the same listening socket, and each new connection goes to the
+//! thread serving the fewest: a thread that accepts it while another serves fewer hands it
+//! over. Without that, whichever thread woke first took a whole burst (in one run in five,
+//! all of wrk's 32 connections landed on one thread, and a core sat idle).
 
 use std::cell::Cell;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -20,7 +27,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 thread_local! {
     static INDEX: Cell<usize> = const { Cell::new(0) };
@@ -31,6 +38,54 @@ thread_local! {
 /// driven by another thread.
 pub fn current() -> usize {
     INDEX.with(Cell::get)
+}
+
+/// Connections being served by each thread (index 0 is thread 1), for the balancing and for
+/// `/metrics`. One gateway per process: set by the first [`start`].
+static OPEN: OnceLock<Arc<[AtomicUsize]>> = OnceLock::new();
+
+/// Connections being served by each serving thread, in thread order (empty before [`start`]).
+pub fn open_connections() -> Vec<usize> {
+    OPEN.get()
+        .map(|open| open.iter().map(|n| n.load(Ordering::Relaxed)).collect())
+        .unwrap_or_default()
+}
+
+/// What the serving threads share to spread connections.
+struct Balance {
+    open: Arc<[AtomicUsize]>,
+    /// Each thread's inbox of connections another thread accepted for it.
+    inboxes: Vec<mpsc::UnboundedSender<std::net::TcpStream>>,
+}
+
+impl Balance {
+    /// The thread (0-based) a new connection should go to: the one serving the fewest,
+    /// `me` when it is among them. Counted there at once, so a burst spreads evenly.
+    fn pick(&self, me: usize) -> usize {
+        let mine = self.open[me].load(Ordering::Relaxed);
+        let (least, count) = self
+            .open
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i, n.load(Ordering::Relaxed)))
+            .min_by_key(|(_, n)| *n)
+            .unwrap_or((me, mine));
+        let target = if count < mine { least } else { me };
+        self.open[target].fetch_add(1, Ordering::Relaxed);
+        target
+    }
+}
+
+/// Counts a connection out of its thread when it closes.
+struct Served {
+    open: Arc<[AtomicUsize]>,
+    thread: usize,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.open[self.thread].fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 pub struct Workers {
@@ -52,8 +107,14 @@ pub fn start(listener: std::net::TcpListener, app: Router, n: usize) -> io::Resu
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
     let mut threads = Vec::with_capacity(n);
     let mut served = Vec::with_capacity(n);
+    let open: Arc<[AtomicUsize]> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+    let _ = OPEN.set(open.clone());
+    let (inboxes, mut inbox_rxs): (Vec<_>, Vec<_>) =
+        (0..n).map(|_| mpsc::unbounded_channel()).unzip();
+    let balance = Arc::new(Balance { open, inboxes });
     for i in 1..=n {
         let listener = listener.try_clone()?;
+        let (balance, inbox) = (balance.clone(), inbox_rxs.remove(0));
         let app = app.clone();
         let (shutdown_rx, release_rx, ready) =
             (shutdown_rx.clone(), release_rx.clone(), ready_tx.clone());
@@ -83,7 +144,12 @@ pub fn start(listener: std::net::TcpListener, app: Router, n: usize) -> io::Resu
                     };
                     let _ = ready.send(Ok(()));
                     let serving = async {
-                        serve(listener, app, shutdown_rx).await;
+                        let me = Thread {
+                            index: i - 1,
+                            balance,
+                            app,
+                        };
+                        me.serve(listener, inbox, shutdown_rx).await;
                         let _ = served_tx.send(());
                         std::future::pending::<()>().await
                     };
@@ -142,27 +208,105 @@ impl Workers {
     }
 }
 
-/// Accept and serve connections until `shutdown`, then wait for the open ones to finish their
-/// requests (idle keep-alive connections are closed at once).
-async fn serve(listener: TcpListener, app: Router, shutdown: watch::Receiver<bool>) {
-    let graceful = GracefulShutdown::new();
-    let stop = until_set(shutdown.clone());
-    tokio::pin!(stop);
-    loop {
-        let tcp = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    accept_failed(e).await;
+/// One serving thread's side of the accept loop.
+struct Thread {
+    /// 0-based.
+    index: usize,
+    balance: Arc<Balance>,
+    app: Router,
+}
+
+impl Thread {
+    /// Accept connections (serving each here or handing it to a thread serving fewer) and
+    /// serve those handed over, until `shutdown`; then wait for the open ones to finish their
+    /// requests (idle keep-alive connections are closed at once).
+    async fn serve(
+        self,
+        listener: TcpListener,
+        mut inbox: mpsc::UnboundedReceiver<std::net::TcpStream>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let graceful = GracefulShutdown::new();
+        let stop = until_set(shutdown.clone());
+        tokio::pin!(stop);
+        loop {
+            let tcp = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => {
+                        let target = self.balance.pick(self.index);
+                        if target == self.index {
+                            tcp
+                        } else {
+                            // Taken off this thread's reactor, registered with the other's.
+                            match tcp.into_std() {
+                                Ok(tcp) => {
+                                    if let Err(mpsc::error::SendError(tcp)) =
+                                        self.balance.inboxes[target].send(tcp)
+                                    {
+                                        // That thread has stopped: served here.
+                                        self.balance.open[target].fetch_sub(1, Ordering::Relaxed);
+                                        self.balance.open[self.index].fetch_add(1, Ordering::Relaxed);
+                                        self.spawn_std(tcp, &graceful, &shutdown);
+                                    }
+                                }
+                                Err(e) => {
+                                    self.balance.open[target].fetch_sub(1, Ordering::Relaxed);
+                                    tracing::debug!("an accepted connection could not be handed over: {e}");
+                                }
+                            }
+                            continue;
+                        }
+                    }
+                    Err(e) => {
+                        accept_failed(e).await;
+                        continue;
+                    }
+                },
+                Some(tcp) = inbox.recv() => {
+                    self.spawn_std(tcp, &graceful, &shutdown);
                     continue;
                 }
-            },
-            _ = &mut stop => break,
+                _ = &mut stop => break,
+            };
+            self.spawn(tcp, &graceful, &shutdown);
+        }
+        drop(listener);
+        // Connections handed over as this thread stopped are served (or closed, if they have
+        // sent nothing) like the rest.
+        inbox.close();
+        while let Ok(tcp) = inbox.try_recv() {
+            self.spawn_std(tcp, &graceful, &shutdown);
+        }
+        graceful.shutdown().await;
+    }
+
+    /// Serve a connection handed over by another thread (counted on this one).
+    fn spawn_std(
+        &self,
+        tcp: std::net::TcpStream,
+        graceful: &GracefulShutdown,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        match TcpStream::from_std(tcp) {
+            Ok(tcp) => self.spawn(tcp, graceful, shutdown),
+            Err(e) => {
+                self.balance.open[self.index].fetch_sub(1, Ordering::Relaxed);
+                tracing::debug!("a connection handed over could not be served: {e}");
+            }
+        }
+    }
+
+    /// Serve one connection (already counted on this thread) in a task of its own.
+    fn spawn(&self, tcp: TcpStream, graceful: &GracefulShutdown, shutdown: &watch::Receiver<bool>) {
+        let counted = Served {
+            open: self.balance.open.clone(),
+            thread: self.index,
         };
         let watcher = graceful.watcher();
-        let service = TowerToHyperService::new(app.clone());
+        let service = TowerToHyperService::new(self.app.clone());
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let _counted = counted;
             // Stream chunks are small writes: without TCP_NODELAY each would wait for the
             // client's delayed ACK (Nagle), adding ~40 ms to the first token.
             if let Err(e) = tcp.set_nodelay(true) {
@@ -190,8 +334,6 @@ async fn serve(listener: TcpListener, app: Router, shutdown: watch::Receiver<boo
             }
         });
     }
-    drop(listener);
-    graceful.shutdown().await;
 }
 
 /// Whether a connection's first bytes are an HTTP/1 request, not the start of HTTP/2's

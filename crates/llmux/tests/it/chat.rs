@@ -503,3 +503,42 @@ async fn more_streams_than_one_http2_connection_carries_all_start() {
     }
     assert!(all.is_ok(), "only {opened} of {STREAMS} streams started");
 }
+
+/// A burst of new connections is spread across the serving threads: each goes to the thread
+/// serving the fewest, whichever thread accepted it (`llmux_open_connections` per thread).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_connections_is_spread_across_serving_threads() {
+    const BURST: usize = 12;
+    let gw = Gateway::start("threads = 2", "").await;
+    let addr = gw
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let connects = (0..BURST).map(|_| tokio::net::TcpStream::connect(addr.clone()));
+    let held: Vec<_> = futures::future::join_all(connects)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let per_thread = |text: &str| -> Vec<usize> {
+        text.lines()
+            .filter(|l| l.starts_with("llmux_open_connections{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    // Accepting follows the connects: wait until every one is counted (plus the scrape's own).
+    let mut counts = Vec::new();
+    for _ in 0..100 {
+        counts = per_thread(&gw.get_public_text("/metrics").await);
+        if counts.iter().sum::<usize>() > BURST {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(counts.len(), 2, "one gauge per serving thread: {counts:?}");
+    assert!(counts.iter().sum::<usize>() > BURST, "{counts:?}");
+    let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    assert!(max - min <= 1, "connections per thread: {counts:?}");
+    drop(held);
+}
