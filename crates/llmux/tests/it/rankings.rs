@@ -1117,3 +1117,40 @@ async fn demo_traffic_fills_the_rankings() {
         seen.1
     );
 }
+
+/// The rankings page and the rankings API share one cache of recent answers and a path
+/// (`/rankings` and `/api/v1/rankings`): each gets its own answer, in whichever order they
+/// are asked, with the same query.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rankings_page_and_api_answer_for_themselves() {
+    let gw = Gateway::start("", "").await;
+    for (first, second) in [
+        ("/rankings", "/api/v1/rankings"),
+        ("/api/v1/rankings", "/rankings"),
+    ] {
+        let query = format!("?period=week&weeks=4&order={}", first.len());
+        for path in [first, second] {
+            let r = gw
+                .http
+                .get(gw.url(&format!("{path}{query}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            let kind = r.headers()["content-type"].to_str().unwrap().to_string();
+            let body = r.text().await.unwrap();
+            if path == "/rankings" {
+                assert!(kind.starts_with("text/html"), "{path}: {kind}");
+                assert!(
+                    body.starts_with("<!doctype html>"),
+                    "{path}: {}",
+                    &body[..60]
+                );
+            } else {
+                assert!(kind.starts_with("application/json"), "{path}: {kind}");
+                serde_json::from_str::<Value>(&body)
+                    .unwrap_or_else(|e| panic!("{path}: {e}: {}", &body[..60]));
+            }
+        }
+    }
+}

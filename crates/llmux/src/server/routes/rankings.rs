@@ -33,7 +33,8 @@ async fn cached<Fut>(gw: &Gateway, uri: &Uri, compute: Fut) -> Result<Response, 
 where
     Fut: Future<Output = Result<Value, ApiError>>,
 {
-    let key = uri.to_string();
+    // The pages share this cache: their keys are in a namespace of their own.
+    let key = format!("api {uri}");
     let body = match gw.rankings_cache.get(&key) {
         Some(b) => b,
         None => {

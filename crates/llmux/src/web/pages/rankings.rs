@@ -19,7 +19,8 @@ use crate::web::render;
 const CHART_MODELS: usize = 9;
 
 pub async fn page(State(gw): State<Arc<Gateway>>, uri: Uri, q: Params) -> Response {
-    let key = uri.to_string();
+    // The JSON API shares this cache (and `/rankings` is a path of both): a namespace of its own.
+    let key = format!("page {uri}");
     if let Some(html) = gw.rankings_cache.get(&key) {
         return Html(html).into_response();
     }
