@@ -16,55 +16,57 @@ use self::error::ApiError;
 use crate::inbound;
 use crate::pipeline::Gateway;
 
-fn api() -> Router<Arc<Gateway>> {
+/// The API's routes under `prefix`.
+fn api(prefix: &str) -> Router<Arc<Gateway>> {
+    let p = |path: &str| format!("{prefix}{path}");
     Router::new()
         .route(
-            "/chat/completions",
+            &p("/chat/completions"),
             post(inbound::openai_chat::chat_completions),
         )
-        .route("/messages", post(inbound::anthropic_messages::messages))
+        .route(&p("/messages"), post(inbound::anthropic_messages::messages))
         .route(
-            "/messages/count_tokens",
+            &p("/messages/count_tokens"),
             post(inbound::anthropic_messages::count_tokens),
         )
-        .route("/embeddings", post(inbound::embeddings::embeddings))
-        .route("/embeddings/models", get(inbound::embeddings::models))
-        .route("/models", get(routes::models::list))
-        .route("/models/count", get(routes::models::count))
-        .route("/models/{*rest}", get(routes::models::endpoints))
-        .route("/model/{*rest}", get(routes::models::one))
-        .route("/providers", get(routes::models::providers))
-        .route("/generation", get(routes::generation::get))
-        .route("/key", get(routes::key::current))
+        .route(&p("/embeddings"), post(inbound::embeddings::embeddings))
+        .route(&p("/embeddings/models"), get(inbound::embeddings::models))
+        .route(&p("/models"), get(routes::models::list))
+        .route(&p("/models/count"), get(routes::models::count))
+        .route(&p("/models/{*rest}"), get(routes::models::endpoints))
+        .route(&p("/model/{*rest}"), get(routes::models::one))
+        .route(&p("/providers"), get(routes::models::providers))
+        .route(&p("/generation"), get(routes::generation::get))
+        .route(&p("/key"), get(routes::key::current))
         .route(
-            "/keys",
+            &p("/keys"),
             get(routes::account::list).post(routes::account::create),
         )
         .route(
-            "/keys/{hash}",
+            &p("/keys/{hash}"),
             get(routes::account::get)
                 .patch(routes::account::update)
                 .delete(routes::account::delete),
         )
-        .route("/credits", get(routes::account::credits))
-        .route("/activity", get(routes::account::activity))
-        .route("/byok", get(routes::account::byok_list))
+        .route(&p("/credits"), get(routes::account::credits))
+        .route(&p("/activity"), get(routes::account::activity))
+        .route(&p("/byok"), get(routes::account::byok_list))
         .route(
-            "/byok/{provider}",
+            &p("/byok/{provider}"),
             axum::routing::put(routes::account::byok_put).delete(routes::account::byok_delete),
         )
-        .route("/auth/key", get(routes::key::current))
-        .route("/rankings", get(routes::rankings::rankings))
+        .route(&p("/auth/key"), get(routes::key::current))
+        .route(&p("/rankings"), get(routes::rankings::rankings))
         .route(
-            "/datasets/rankings-daily",
+            &p("/datasets/rankings-daily"),
             get(routes::rankings::rankings_daily),
         )
         .route(
-            "/datasets/app-rankings",
+            &p("/datasets/app-rankings"),
             get(routes::rankings::app_rankings),
         )
-        .route("/compare", get(routes::rankings::compare))
-        .route("/compare/what-if", get(routes::rankings::what_if))
+        .route(&p("/compare"), get(routes::rankings::compare))
+        .route(&p("/compare/what-if"), get(routes::rankings::what_if))
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
@@ -72,9 +74,11 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 }
 
 pub fn router(gw: Arc<Gateway>) -> Router {
+    // One route table for both prefixes rather than nested routers: a nested router rebuilds
+    // every request's URI without its prefix and records where it was nested.
     Router::new()
-        .nest("/api/v1", api())
-        .nest("/v1", api())
+        .merge(api("/api/v1"))
+        .merge(api("/v1"))
         .route("/healthz", get(routes::health::healthz))
         .route("/metrics", get(routes::health::metrics))
         .merge(crate::web::routes())
