@@ -73,11 +73,14 @@ pub struct RequestMeta {
     pub want_metadata: bool,
 }
 
+/// A header's value as text, at most 512 characters of it.
 fn header_string(h: &HeaderMap, name: &str) -> Option<String> {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(512).collect::<String>())
-        .filter(|s| !s.is_empty())
+    let s = h.get(name)?.to_str().ok()?;
+    if s.is_empty() {
+        return None;
+    }
+    // Visible ASCII (`to_str`'s condition): a character is a byte.
+    Some(s[..s.len().min(512)].to_string())
 }
 
 impl RequestMeta {
@@ -100,14 +103,19 @@ impl RequestMeta {
 
 /// A new generation id, OpenRouter style: `gen-<unix seconds>-<20 alphanumerics>`.
 pub fn new_generation_id() -> String {
+    use std::fmt::Write;
+
     use rand::Rng;
     use rand::distr::Alphanumeric;
-    let suffix: String = rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(20)
-        .map(char::from)
-        .collect();
-    format!("gen-{}-{suffix}", crate::clock::now_secs())
+    let mut id = String::with_capacity(40);
+    let _ = write!(id, "gen-{}-", crate::clock::now_secs());
+    id.extend(
+        rand::rng()
+            .sample_iter(&Alphanumeric)
+            .take(20)
+            .map(char::from),
+    );
+    id
 }
 
 /// The record every request starts from.
@@ -379,4 +387,40 @@ pub(crate) struct Job {
     pub plan: router::RoutePlan,
     pub reservation: Option<crate::billing::Reservation>,
     pub rec: GenerationRecord,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_are_kept_to_512_characters() {
+        let mut h = HeaderMap::new();
+        h.insert("x-title", HeaderValue::from_str(&"t".repeat(600)).unwrap());
+        h.insert("x-session-id", HeaderValue::from_static(""));
+        h.insert(
+            "user-agent",
+            HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        );
+        h.insert(
+            "http-referer",
+            HeaderValue::from_static("https://app.example"),
+        );
+        let meta = RequestMeta::from_headers(&h);
+        assert_eq!(meta.app_title.as_deref(), Some("t".repeat(512).as_str()));
+        assert_eq!(meta.session_id, None, "empty");
+        assert_eq!(meta.user_agent, None, "not visible ASCII");
+        assert_eq!(meta.app_referer.as_deref(), Some("https://app.example"));
+    }
+
+    #[test]
+    fn generation_ids_look_like_openrouters() {
+        let id = new_generation_id();
+        let parts: Vec<&str> = id.splitn(3, '-').collect();
+        assert_eq!(parts[0], "gen");
+        assert!(parts[1].parse::<i64>().is_ok(), "{id}");
+        assert_eq!(parts[2].len(), 20, "{id}");
+        assert!(parts[2].chars().all(|c| c.is_ascii_alphanumeric()), "{id}");
+        assert_ne!(id, new_generation_id());
+    }
 }
