@@ -28,36 +28,42 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 static_port=18501; proxy_port=18502; llmux_port=18503; sim_port=18504
 require_free_ports $static_port $proxy_port $llmux_port $sim_port
 
-# nginx: the static upstream and the reverse proxy in front of it.
+# nginx: the static upstream, and in a process of its own (as llmux is) the reverse proxy in
+# front of it. In one process, a proxied request's upstream half would often be served by the
+# same worker, without the wake-up of another process that llmux's requests pay.
 body=$(tr -d '\n' < bench/gateway/upstream.json)
-mkdir -p "$work/nginx"
-cat > "$work/nginx/nginx.conf" <<CONF
+nginx_conf() { # name, then the http block's servers
+    mkdir -p "$work/$1"
+    cat > "$work/$1/nginx.conf" <<CONF
 worker_processes auto;
 daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
+pid $work/$1/nginx.pid;
+error_log $work/$1/error.log warn;
 events { worker_connections 16384; }
 http {
     access_log off;
-    client_body_temp_path $work/nginx;
-    proxy_temp_path $work/nginx;
-    upstream static { server 127.0.0.1:$static_port; keepalive 256; }
-    server {
+    client_body_temp_path $work/$1;
+    proxy_temp_path $work/$1;
+    $2
+}
+CONF
+    nginx -c "$work/$1/nginx.conf" -p "$work/$1" &
+    pids+=($!)
+    declare -g "${1}_master=$!"
+}
+nginx_conf static "server {
         listen 127.0.0.1:$static_port;
         location / { default_type application/json; return 200 '$body'; }
-    }
+    }"
+nginx_conf proxy "upstream static { server 127.0.0.1:$static_port; keepalive 256; }
     server {
         listen 127.0.0.1:$proxy_port;
         location / {
             proxy_pass http://static;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            proxy_set_header Connection \"\";
         }
-    }
-}
-CONF
-nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
-pids+=($!)
+    }"
 
 # llmux in front of the same upstream (and of the simulated provider, for streams).
 cat > "$work/llmux.toml" <<CONF
@@ -123,11 +129,28 @@ pids+=($!)
 wait_for_ports $static_port $proxy_port $llmux_port $sim_port
 
 export WRK_KEY=$key WRK_MODEL=openai/gpt-4o-mini
-declare -A p50 p99 rps
+declare -A p50 p99 rps cpu
 answered=0
+# CPU time (utime + stime, in clock ticks) of processes, all their threads included.
+cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+# The processes serving each path: nginx's workers, llmux itself.
+path_pids() {
+    case $1 in
+        direct) pgrep -P "$static_master" ;;
+        nginx) pgrep -P "$proxy_master" ;;
+        llmux) echo "$llmux_pid" ;;
+    esac
+}
 run() { # name url connections
-    local out
+    local out procs before n
+    procs=$(path_pids "$1")
+    before=$(cpu_ticks $procs)
     out=$(wrk -t1 -c"$3" -d"${duration}s" --latency -s bench/gateway/post.lua "$2")
+    n=$(awk '/requests in/ {print $1}' <<<"$out")
+    # The path's own process's CPU per request (the upstream's is not counted for nginx's
+    # proxy or llmux), in microseconds.
+    cpu[$1,$3]=$(awk -v t="$(( $(cpu_ticks $procs) - before ))" -v hz="$(getconf CLK_TCK)" -v n="$n" \
+        'BEGIN { printf "%.1f", t * 1000000 / hz / n }')
     if grep -q "Non-2xx" <<<"$out"; then echo "$1 c=$3: errors"; grep -E "Non-2xx|Socket" <<<"$out"; fi
     p50[$1,$3]=$(awk '/ 50%/ {print $2}' <<<"$out")
     p99[$1,$3]=$(awk '/ 99%/ {print $2}' <<<"$out")
@@ -153,22 +176,25 @@ done
 
 echo
 echo "Non-streaming chat completions, wrk -t1, ${duration}s each, $(nproc) cores"
-printf '%-28s %6s %10s %10s %12s\n' path conns p50 p99 requests/s
+printf '%-28s %6s %10s %10s %12s %14s\n' path conns p50 p99 requests/s "CPU µs/request"
 for c in "${conns[@]}"; do
     for path in direct nginx llmux; do
         label=$path; [ "$path" = direct ] && label="upstream directly"; [ "$path" = nginx ] && label="nginx reverse proxy"
         [ "$path" = llmux ] && label="llmux (auth, route, meter)"
-        printf '%-28s %6s %10s %10s %12s\n' "$label" "$c" "${p50[$path,$c]}" "${p99[$path,$c]}" "${rps[$path,$c]}"
+        printf '%-28s %6s %10s %10s %12s %14s\n' "$label" "$c" "${p50[$path,$c]}" "${p99[$path,$c]}" "${rps[$path,$c]}" "${cpu[$path,$c]}"
     done
 done
+echo "(CPU: the upstream's nginx for the first line, the proxy alone for the other two)"
 echo
 for c in "${conns[@]}"; do
-    awk -v l="${rps[llmux,$c]}" -v n="${rps[nginx,$c]}" -v c="$c" \
-        'BEGIN { printf "c=%s: llmux throughput / nginx throughput = %.2f\n", c, l / n }'
+    awk -v l="${rps[llmux,$c]}" -v n="${rps[nginx,$c]}" -v lc="${cpu[llmux,$c]}" -v nc="${cpu[nginx,$c]}" -v c="$c" \
+        'BEGIN { printf "c=%s: llmux throughput / nginx throughput = %.2f; CPU per request, llmux / nginx = %.1f\n", c, l / n, lc / nc }'
 done
 d=$(us "${p50[direct,1]}"); n=$(us "${p50[nginx,1]}"); l=$(us "${p50[llmux,1]}")
+# Within the p50s' resolution nginx can add nothing, or less than nothing: no ratio then.
 awk -v d="$d" -v n="$n" -v l="$l" 'BEGIN {
-    printf "c=1: added p50: llmux %.0f us, nginx %.0f us (ratio %.2f)\n", l - d, n - d, (l - d) / (n - d) }'
+    printf "c=1: added p50: llmux %.0f us, nginx %.0f us", l - d, n - d
+    if (n - d >= 1) printf " (ratio %.2f)\n", (l - d) / (n - d); else printf " (nginx within the noise: no ratio)\n" }'
 
 # Streams and metering, measured by llmux-bench against the same processes.
 "$bin/llmux-bench" streams \
