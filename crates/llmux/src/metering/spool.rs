@@ -7,9 +7,9 @@
 //!
 //! One append is a copy of a JSON line into the current segment's mapping: no system call, no
 //! database and no fsync on the request path (a `write(2)` per record was a twentieth of a
-//! request's CPU). Each segment is a file of [`SEGMENT_BYTES`], allocated when created.
-//! Segments rotate when full or after [`SEGMENT_AGE`]; a lock file keeps two processes off the
-//! same spool.
+//! request's CPU). Each segment is a file of [`SEGMENT_BYTES`], allocated when created and cut
+//! to its records when closed (if the database does not have them all yet). Segments rotate
+//! when full or after [`SEGMENT_AGE`]; a lock file keeps two processes off the same spool.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -192,9 +192,24 @@ impl Spool {
     fn close(&self, s: &mut State, n: u64) {
         if let Some(seg) = s.segments.get_mut(&n) {
             seg.map = None;
+            let path = segment_path(&self.dir, n);
             if seg.written >= seg.appended {
                 s.segments.remove(&n);
-                let _ = std::fs::remove_file(segment_path(&self.dir, n));
+                let _ = std::fs::remove_file(path);
+            } else if seg.used < SEGMENT_BYTES {
+                // Waiting for the database (which may be down for hours, with a segment
+                // closed every ten seconds): the file keeps its records, not 8 MiB. No copy
+                // can be under way: they run under the lock held here, and the mapping is gone.
+                let shrunk = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(seg.used as u64));
+                if let Err(e) = shrunk {
+                    tracing::warn!(
+                        "{}: could not shrink the spool segment: {e}",
+                        path.display()
+                    );
+                }
             }
         }
     }
@@ -349,6 +364,18 @@ mod tests {
             .map(|r| r.id)
             .collect();
         assert_eq!(first, ["gen-0", "gen-1"]);
+        // Closed while its records wait for the database: only their bytes are kept.
+        let line = |id: &str| {
+            let r = GenerationRecord {
+                id: id.into(),
+                ..big.clone()
+            };
+            serde_json::to_vec(&r).unwrap().len() as u64 + 1
+        };
+        let kept = std::fs::metadata(segment_path(dir.path(), segments[0]))
+            .unwrap()
+            .len();
+        assert_eq!(kept, line("gen-0") + line("gen-1"));
         spool.written(segments[0], 2);
         assert!(!segment_path(dir.path(), segments[0]).exists());
         assert!(segment_path(dir.path(), segments[2]).exists());
