@@ -66,8 +66,8 @@ fn allocate(file: &File) -> std::io::Result<()> {
 fn map(file: &File) -> std::io::Result<MmapMut> {
     // SAFETY (the one `unsafe` of the crate): a mapped file must not be truncated or changed
     // by anyone else while mapped. Segments are created here, appended to only through this
-    // mapping, and the spool's lock file keeps other llmux processes out of the directory;
-    // a closed segment is deleted, never truncated.
+    // mapping, and the spool's lock file keeps other llmux processes out of the directory; a
+    // segment is unmapped before it is cut to its records or deleted.
     unsafe { MmapMut::map_mut(file) }
 }
 
@@ -129,7 +129,12 @@ impl Spool {
                     line.len()
                 )));
             }
-            self.put(line, line.len())
+            let put = self.put(line, line.len());
+            // A rare huge record (a long upstream error) does not stay allocated per thread.
+            if line.capacity() > 64 * 1024 {
+                *line = Vec::with_capacity(1024);
+            }
+            put
         })
     }
 
