@@ -233,7 +233,10 @@ impl Store {
             }
             let written = q.execute(&mut *tx).await?.rows_affected();
             if !ask_first && written < fresh.len() as u64 {
-                // Dropping the transaction rolls it back.
+                // Rolled back here, not on drop: a dropped transaction's rollback is queued on
+                // its connection, whose write lock would then still be held when the second
+                // try, on another connection, writes (SQLite answers "database is locked").
+                tx.rollback().await?;
                 return Err(AlreadyWritten.into());
             }
             // Records are written by their own node's writer only; another writer racing on
