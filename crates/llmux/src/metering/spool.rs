@@ -321,6 +321,15 @@ pub fn read_segment(path: &Path) -> anyhow::Result<Vec<GenerationRecord>> {
 mod tests {
     use super::*;
 
+    /// The ids of a segment's records, in order.
+    fn ids_in(path: &Path) -> Vec<String> {
+        read_segment(path)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    }
+
     fn rec(id: &str) -> GenerationRecord {
         GenerationRecord {
             id: id.into(),
@@ -342,11 +351,7 @@ mod tests {
         // Not everything was written: the segment stays, with both records, for the next start.
         let (spool, left) = Spool::open(dir.path()).unwrap();
         assert_eq!(left.len(), 1);
-        let ids: Vec<String> = read_segment(&left[0])
-            .unwrap()
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
+        let ids = ids_in(&left[0]);
         assert_eq!(ids, ["gen-a", "gen-b"]);
         // A new run appends to a new segment.
         let c = spool.append(&rec("gen-c")).unwrap();
@@ -378,11 +383,7 @@ mod tests {
         assert_eq!((a, b), (b, c));
         drop(spool);
         let (_, left) = Spool::open(dir.path()).unwrap();
-        let ids: Vec<String> = read_segment(&left[0])
-            .unwrap()
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
+        let ids = ids_in(&left[0]);
         assert_eq!(ids, ["gen-a", "gen-c"]);
     }
 
@@ -411,11 +412,7 @@ mod tests {
             ..rec("gen-huge")
         };
         assert!(spool.append(&too_big).is_err());
-        let first: Vec<String> = read_segment(&segment_path(dir.path(), segments[0]))
-            .unwrap()
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
+        let first = ids_in(&segment_path(dir.path(), segments[0]));
         assert_eq!(first, ["gen-0", "gen-1"]);
         // Closed while its records wait for the database: only their bytes are kept.
         let line = |id: &str| {
