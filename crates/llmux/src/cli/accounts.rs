@@ -65,8 +65,9 @@ pub enum ByokCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum LedgerCommand {
-    /// Check that the ledger and the generation records agree: every charge has its record and
-    /// equals its cost, every costed record is charged once, no prepaid balance is negative.
+    /// Check that the ledger and the generation records agree: every charge has its records
+    /// and equals the sum of their costs, every costed record is charged once, no prepaid
+    /// balance is negative.
     Verify {
         #[arg(long)]
         json: bool,
@@ -229,6 +230,7 @@ pub async fn ledger(config: &Config, cmd: LedgerCommand) -> anyhow::Result<()> {
                 "clean": audit.is_clean(),
                 "records": audit.records,
                 "charges": audit.charges,
+                "charged_records": audit.charged_records,
                 "charges_without_record": audit.charges_without_record,
                 "records_without_charge": audit.records_without_charge,
                 "mismatched_charges": audit.mismatched_charges,
@@ -238,8 +240,8 @@ pub async fn ledger(config: &Config, cmd: LedgerCommand) -> anyhow::Result<()> {
         );
     } else {
         println!(
-            "{} generation records, {} charges",
-            audit.records, audit.charges
+            "{} generation records, {} charged by {} charges",
+            audit.records, audit.charged_records, audit.charges
         );
         println!(
             "charges without a record:        {}",

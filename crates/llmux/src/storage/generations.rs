@@ -1,11 +1,13 @@
 //! Generation records, written in batches together with their ledger charges.
 
+use std::collections::HashMap;
+
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Backend, Store, flag, placeholders};
 use crate::metering::rollup::{Deltas, Privacy};
-use crate::metering::{GenerationRecord, ProviderResponse};
+use crate::metering::{Charge, GenerationRecord, ProviderResponse};
 use crate::money::Money;
 
 const COLUMNS: &[&str] = &[
@@ -54,6 +56,59 @@ const ROWS_PER_STATEMENT: usize = 200;
 #[derive(Debug, thiserror::Error)]
 #[error("some generation records of the batch were written before")]
 struct AlreadyWritten;
+
+/// A batch's charges: one ledger entry per account, key and UTC day rather than one per
+/// record (a record's charge and its indexes were half of what writing it cost). Limit windows
+/// start at midnight UTC, so no entry straddles two; each record names its entry, and the
+/// entry is written in the records' transaction, so a record is charged exactly once.
+#[derive(Default)]
+struct BatchCharges<'a> {
+    entries: Vec<ChargeEntry<'a>>,
+    by_key: HashMap<(&'a str, &'a str, i64), usize>,
+    /// Random per transaction: references are unique across batches, retries and nodes.
+    nonce: Option<u64>,
+}
+
+struct ChargeEntry<'a> {
+    reference: String,
+    account_id: &'a str,
+    key_hash: &'a str,
+    amount: i64,
+    first_at_ms: i64,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+impl<'a> BatchCharges<'a> {
+    /// Count a record's charge in its entry; the entry's index.
+    fn add(&mut self, c: &'a Charge, at_ms: i64) -> usize {
+        let key = (
+            c.account_id.as_str(),
+            c.key_hash.as_str(),
+            at_ms.div_euclid(DAY_MS),
+        );
+        let i = match self.by_key.get(&key) {
+            Some(&i) => i,
+            None => {
+                let nonce = *self.nonce.get_or_insert_with(rand::random);
+                let i = self.entries.len();
+                self.entries.push(ChargeEntry {
+                    reference: format!("chg-{nonce:016x}-{i}"),
+                    account_id: key.0,
+                    key_hash: key.1,
+                    amount: 0,
+                    first_at_ms: at_ms,
+                });
+                self.by_key.insert(key, i);
+                i
+            }
+        };
+        let e = &mut self.entries[i];
+        e.amount = e.amount.saturating_add(c.amount.0);
+        e.first_at_ms = e.first_at_ms.min(at_ms);
+        i
+    }
+}
 
 fn tokens(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -110,7 +165,8 @@ fn from_row(r: &AnyRow) -> Result<GenerationRecord, sqlx::Error> {
 }
 
 impl Store {
-    /// Write records, their charges and what they add to the rollups in one transaction.
+    /// Write records, their charges (see [`BatchCharges`]) and what they add to the rollups in
+    /// one transaction.
     /// Idempotent: a record already written (same id) is skipped with its charge and its
     /// rollup share, so a batch can be retried safely.
     pub async fn write_generations(
@@ -163,6 +219,7 @@ impl Store {
         }
         let mut tx = self.pool().begin().await?;
         let mut deltas = Deltas::default();
+        let mut charges = BatchCharges::default();
         let mut new = 0u64;
         for chunk in batch.chunks(ROWS_PER_STATEMENT) {
             // Which of these are already written, on the second try: asked first rather than
@@ -179,10 +236,16 @@ impl Store {
             if fresh.is_empty() {
                 continue;
             }
+            // Which ledger entry charges each record (its index in `charges`), decided
+            // before the statement borrows the entries' references.
+            let charged: Vec<Option<usize>> = fresh
+                .iter()
+                .map(|g| g.charge.as_ref().map(|c| charges.add(c, g.created_at_ms)))
+                .collect();
             let sql = format!(
-                "INSERT INTO generations ({}) VALUES {} ON CONFLICT ({}) DO NOTHING",
+                "INSERT INTO generations ({}, charge_batch) VALUES {} ON CONFLICT ({}) DO NOTHING",
                 COLUMNS.join(", "),
-                placeholders(self.backend(), fresh.len(), COLUMNS.len()),
+                placeholders(self.backend(), fresh.len(), COLUMNS.len() + 1),
                 // PostgreSQL's key includes the partition column.
                 match self.backend() {
                     Backend::Sqlite => "id",
@@ -190,7 +253,7 @@ impl Store {
                 }
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for g in &fresh {
+            for (g, charge) in fresh.iter().zip(&charged) {
                 let responses = (!g.provider_responses.is_empty())
                     .then(|| serde_json::to_string(&g.provider_responses).unwrap_or_default());
                 q = q
@@ -229,7 +292,8 @@ impl Store {
                     .bind(&g.user_agent)
                     .bind(flag(g.is_byok))
                     .bind(responses)
-                    .bind(g.byok_usage.0);
+                    .bind(g.byok_usage.0)
+                    .bind(charge.map(|i| charges.entries[i].reference.as_str()));
             }
             let written = q.execute(&mut *tx).await?.rows_affected();
             if !ask_first && written < fresh.len() as u64 {
@@ -253,30 +317,26 @@ impl Store {
                     deltas.add(g, privacy);
                 }
             }
-
-            let charges: Vec<&GenerationRecord> =
-                fresh.into_iter().filter(|g| g.charge.is_some()).collect();
-            if !charges.is_empty() {
-                let sql = format!(
-                    "INSERT INTO ledger (account_id, key_hash, kind, amount, generation_id, note, node, created_at) \
-                     VALUES {} ON CONFLICT (generation_id) DO NOTHING",
-                    placeholders(self.backend(), charges.len(), 8)
-                );
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for g in charges {
-                    let c = g.charge.as_ref().expect("filtered");
-                    q = q
-                        .bind(&c.account_id)
-                        .bind(&c.key_hash)
-                        .bind("charge")
-                        .bind(-c.amount.0)
-                        .bind(&g.id)
-                        .bind(Option::<String>::None)
-                        .bind(node)
-                        .bind(g.created_at_ms);
-                }
-                q.execute(&mut *tx).await?;
+        }
+        for entries in charges.entries.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO ledger (account_id, key_hash, kind, amount, note, node, created_at, charge_batch) \
+                 VALUES {}",
+                placeholders(self.backend(), entries.len(), 8)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for e in entries {
+                q = q
+                    .bind(e.account_id)
+                    .bind(e.key_hash)
+                    .bind("charge")
+                    .bind(-e.amount)
+                    .bind(Option::<String>::None)
+                    .bind(node)
+                    .bind(e.first_at_ms)
+                    .bind(&e.reference);
             }
+            q.execute(&mut *tx).await?;
         }
         if !deltas.is_empty() {
             super::rollups::apply(&mut tx, self.backend(), &deltas).await?;

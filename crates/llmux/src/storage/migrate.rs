@@ -32,6 +32,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0004_partitions.sql"),
         postgres: include_str!("migrations/postgres/0004_partitions.sql"),
     },
+    Migration {
+        version: 5,
+        sqlite: include_str!("migrations/sqlite/0005_batch_charges.sql"),
+        postgres: include_str!("migrations/postgres/0005_batch_charges.sql"),
+    },
 ];
 
 pub(super) async fn apply(store: &Store) -> anyhow::Result<()> {

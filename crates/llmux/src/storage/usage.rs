@@ -6,11 +6,15 @@ use sqlx::Row;
 use super::Store;
 use crate::money::Money;
 
-/// What `llmux ledger verify` finds. Every count but `records` and `charges` must be zero.
+/// What `llmux ledger verify` finds. Every count but `records`, `charges` and
+/// `charged_records` must be zero.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Audit {
     pub records: i64,
+    /// Ledger charge entries: one per batch, account, key and day (one per record before).
     pub charges: i64,
+    /// Records some charge entry covers.
+    pub charged_records: i64,
     /// Charges whose generation record does not exist.
     pub charges_without_record: i64,
     /// Records with a cost and no charge.
@@ -66,23 +70,45 @@ impl Store {
         Ok(Audit {
             records: count("SELECT CAST(COUNT(*) AS BIGINT) FROM generations").await?,
             charges: count("SELECT CAST(COUNT(*) AS BIGINT) FROM ledger WHERE kind = 'charge'").await?,
+            charged_records: count(
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM generations g \
+                 WHERE EXISTS (SELECT 1 FROM ledger l WHERE l.charge_batch = g.charge_batch) \
+                 OR EXISTS (SELECT 1 FROM ledger l WHERE l.generation_id = g.id)",
+            )
+            .await?,
+            // Charges older than every record kept went with their records (retention); an
+            // entry's records are all at or after its time, so a younger entry has them all.
             charges_without_record: count(
-                // Charges older than every record kept went with their records (retention).
-                "SELECT CAST(COUNT(*) AS BIGINT) FROM ledger l WHERE l.kind = 'charge' \
+                "WITH charged AS (SELECT charge_batch FROM generations \
+                     WHERE charge_batch IS NOT NULL GROUP BY charge_batch) \
+                 SELECT CAST(COUNT(*) AS BIGINT) FROM ledger l \
+                 LEFT JOIN charged c ON c.charge_batch = l.charge_batch \
+                 WHERE l.kind = 'charge' \
                  AND l.created_at >= (SELECT COALESCE(MIN(created_at), 0) FROM generations) \
-                 AND NOT EXISTS (SELECT 1 FROM generations g WHERE g.id = l.generation_id)",
+                 AND CASE WHEN l.charge_batch IS NOT NULL THEN c.charge_batch IS NULL \
+                     ELSE NOT EXISTS (SELECT 1 FROM generations g WHERE g.id = l.generation_id) END",
             )
             .await?,
             records_without_charge: count(
                 "SELECT CAST(COUNT(*) AS BIGINT) FROM generations g WHERE g.cost <> 0 \
+                 AND NOT EXISTS (SELECT 1 FROM ledger l WHERE l.charge_batch = g.charge_batch) \
                  AND NOT EXISTS (SELECT 1 FROM ledger l WHERE l.generation_id = g.id)",
             )
             .await?,
             mismatched_charges: count(
-                "SELECT CAST(COUNT(*) AS BIGINT) FROM ledger l JOIN generations g ON g.id = l.generation_id \
-                 WHERE l.kind = 'charge' AND -l.amount <> g.cost",
+                "WITH charged AS (SELECT charge_batch, SUM(cost) AS cost FROM generations \
+                     WHERE charge_batch IS NOT NULL GROUP BY charge_batch) \
+                 SELECT CAST(COUNT(*) AS BIGINT) FROM ledger l \
+                 JOIN charged c ON c.charge_batch = l.charge_batch \
+                 WHERE l.kind = 'charge' AND -l.amount <> c.cost \
+                 AND l.created_at >= (SELECT COALESCE(MIN(created_at), 0) FROM generations)",
             )
-            .await?,
+            .await?
+                + count(
+                    "SELECT CAST(COUNT(*) AS BIGINT) FROM ledger l JOIN generations g ON g.id = l.generation_id \
+                     WHERE l.kind = 'charge' AND -l.amount <> g.cost",
+                )
+                .await?,
             negative_prepaid_accounts: negative,
         })
     }

@@ -83,7 +83,7 @@ async fn credits_for_n_requests_admit_exactly_n_of_ten_n() {
     let audit = gw.cli(&["ledger", "verify", "--json"]);
     let audit: Value = serde_json::from_slice(&audit.stdout).unwrap();
     assert_eq!(audit["clean"], true, "{audit}");
-    assert_eq!(audit["charges"], n as u64);
+    assert_eq!(audit["charged_records"], n as u64);
 }
 
 #[tokio::test(flavor = "multi_thread")]

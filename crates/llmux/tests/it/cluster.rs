@@ -200,7 +200,7 @@ async fn three_nodes_hold_credits_limits_and_rate_limits_exactly() {
         for _ in 0..100 {
             let audit: Value =
                 serde_json::from_slice(&gw.cli(&["ledger", "verify", "--json"]).stdout).unwrap();
-            if audit["charges"] == n as u64 {
+            if audit["charged_records"] == n as u64 {
                 return audit;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -773,7 +773,7 @@ async fn a_node_rides_out_postgres_and_redis_outages() {
         serde_json::from_slice(&gw.cli(&["ledger", "verify", "--json"]).stdout).unwrap();
     assert_eq!(audit["clean"], true, "{audit}");
     assert_eq!(audit["records"], ids.len() + refused);
-    assert_eq!(audit["charges"], ids.len());
+    assert_eq!(audit["charged_records"], ids.len());
     assert!(
         gw.log().contains("generation records failed, retrying"),
         "the node did see PostgreSQL away: {}",

@@ -254,42 +254,45 @@ async fn migrate_moves_a_sqlite_installation_to_postgresql() {
     drop_postgres_database(&target);
 }
 
+/// A served request of `key`'s at `at_ms`, costing (and charged) `cost` picodollars.
+fn charged_record(key: &Key, id: &str, at_ms: i64, cost: i64) -> llmux::metering::GenerationRecord {
+    use llmux::metering::{Charge, GenerationRecord};
+    use llmux::money::Money;
+    let mut r = GenerationRecord {
+        id: id.into(),
+        created_at_ms: at_ms,
+        account_id: Some(key.account.clone()),
+        key_hash: Some(key.hash.clone()),
+        api_type: "completions".into(),
+        requested_model: "openai/gpt-4o-mini".into(),
+        model: Some("openai/gpt-4o-mini".into()),
+        provider: Some("openai".into()),
+        status: 200,
+        cost: Money(cost),
+        charge: Some(Charge {
+            account_id: key.account.clone(),
+            key_hash: key.hash.clone(),
+            amount: Money(cost),
+        }),
+        ..Default::default()
+    };
+    r.usage.prompt_tokens = 10;
+    r.usage.completion_tokens = 5;
+    r
+}
+
 /// A batch written again (retried after a commit whose answer was lost, or a spool replayed
 /// after a crash) adds only its new records: each record, its charge and its share of the
 /// rollups count once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_written_again_counts_each_record_once() {
     use llmux::metering::rollup::Privacy;
-    use llmux::metering::{Charge, GenerationRecord};
-    use llmux::money::Money;
 
     let gw = Gateway::start("", "").await;
     let key = gw.create_key("t", Some("5"));
     let store = llmux::storage::Store::open(&gw.db_url()).await.unwrap();
     let now = llmux::clock::now_ms();
-    let record = |id: &str| {
-        let mut r = GenerationRecord {
-            id: id.into(),
-            created_at_ms: now,
-            account_id: Some(key.account.clone()),
-            key_hash: Some(key.hash.clone()),
-            api_type: "completions".into(),
-            requested_model: "openai/gpt-4o-mini".into(),
-            model: Some("openai/gpt-4o-mini".into()),
-            provider: Some("openai".into()),
-            status: 200,
-            cost: Money(1_000_000),
-            charge: Some(Charge {
-                account_id: key.account.clone(),
-                key_hash: key.hash.clone(),
-                amount: Money(1_000_000),
-            }),
-            ..Default::default()
-        };
-        r.usage.prompt_tokens = 10;
-        r.usage.completion_tokens = 5;
-        r
-    };
+    let record = |id: &str| charged_record(&key, id, now, 1_000_000);
     let (a, b, c) = (record("gen-a"), record("gen-b"), record("gen-c"));
     let privacy = Privacy::default();
     let before = store.balance(&key.account).await.unwrap();
@@ -306,6 +309,13 @@ async fn a_batch_written_again_counts_each_record_once() {
     assert_eq!(store.generation_count().await.unwrap(), 3);
     let after = store.balance(&key.account).await.unwrap();
     assert_eq!(before.0 - after.0, 3_000_000, "three charges");
+    let audit = store.audit().await.unwrap();
+    assert!(audit.is_clean(), "{audit:?}");
+    assert_eq!(
+        (audit.charged_records, audit.charges),
+        (3, 2),
+        "one charge entry for each batch's new records"
+    );
     let rollups = store.rollup_snapshot().await.unwrap();
     let models: Vec<_> = rollups
         .models
@@ -320,4 +330,71 @@ async fn a_batch_written_again_counts_each_record_once() {
             "{k:?}"
         );
     }
+}
+
+/// A batch's charges are one ledger entry per key and UTC day: what a key spent since midnight
+/// UTC (where daily, weekly and monthly limits start) counts that day's records only. The
+/// audit finds an entry that disagrees with its records, and records no entry charged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_across_midnight_charges_each_day_apart() {
+    use llmux::metering::rollup::Privacy;
+
+    let gw = Gateway::start("", "").await;
+    let key = gw.create_key("t", Some("5"));
+    let store = llmux::storage::Store::open(&gw.db_url()).await.unwrap();
+    let day = 86_400_000;
+    let midnight = llmux::clock::now_ms().div_euclid(day) * day;
+    let batch = [
+        charged_record(&key, "gen-y1", midnight - 2, 1_000),
+        charged_record(&key, "gen-t1", midnight, 20_000),
+        charged_record(&key, "gen-y2", midnight - 1, 300_000),
+        charged_record(&key, "gen-t2", midnight + 5, 4_000_000),
+    ];
+    store
+        .write_generations(&batch, "n", &Privacy::default())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.key_spend_since(&key.hash, midnight).await.unwrap().0,
+        4_020_000,
+        "today's two"
+    );
+    assert_eq!(
+        store
+            .key_spend_since(&key.hash, midnight - day)
+            .await
+            .unwrap()
+            .0,
+        4_321_000,
+        "both days"
+    );
+    let audit = store.audit().await.unwrap();
+    assert!(audit.is_clean(), "{audit:?}");
+    assert_eq!(
+        (audit.records, audit.charged_records, audit.charges),
+        (4, 4, 2)
+    );
+
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(&gw.db_url()).await.unwrap();
+    let run = async |sql: &'static str| {
+        sqlx::query(sql).execute(&db).await.unwrap();
+    };
+    run("UPDATE generations SET cost = cost + 1 WHERE id = 'gen-t2'").await;
+    let audit = store.audit().await.unwrap();
+    assert_eq!(audit.mismatched_charges, 1, "{audit:?}");
+    run("DELETE FROM ledger WHERE kind = 'charge' AND created_at = (SELECT MIN(created_at) FROM generations)").await;
+    let audit = store.audit().await.unwrap();
+    assert_eq!(
+        (
+            audit.mismatched_charges,
+            audit.records_without_charge,
+            audit.charged_records
+        ),
+        (1, 2, 2),
+        "{audit:?}"
+    );
+    assert!(!audit.is_clean());
+    db.close().await;
 }
