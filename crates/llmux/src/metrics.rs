@@ -2,7 +2,12 @@
 //! as they are queued, so they match what was metered; endpoint health, circuit state and the
 //! metering queue are read at scrape time.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::RwLock;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -81,6 +86,36 @@ pub struct Metrics {
     duration: Family<ModelLabels, Histogram, fn() -> Histogram>,
     ttft: Family<ModelLabels, Histogram, fn() -> Histogram>,
     attempts: Family<AttemptLabels, Counter>,
+    series: Arc<SeriesCache>,
+}
+
+/// Handles to the counters one kind of request (API, model, provider, status) adds to,
+/// kept so that counting a request builds no label sets and looks nothing up in the families
+/// (their label strings were a dozen allocations per request). A handle shares its value with
+/// its family's entry; the others are made when first needed, so the exposition shows the
+/// same series as before.
+struct Series {
+    api_type: String,
+    model: String,
+    provider: String,
+    status: u16,
+    requests: Counter,
+    /// In `TOKEN_KINDS` order.
+    tokens: [OnceLock<Counter>; 4],
+    cost: OnceLock<Counter<f64, AtomicU64>>,
+    duration: OnceLock<Histogram>,
+    ttft: OnceLock<Histogram>,
+    /// Attempts at this series' own provider that succeeded (the usual single attempt).
+    attempts_ok: OnceLock<Counter>,
+}
+
+const TOKEN_KINDS: [&str; 4] = ["prompt", "completion", "reasoning", "cached"];
+
+/// Series by the hash of their labels (looked up with borrowed labels, so without allocating).
+#[derive(Default)]
+struct SeriesCache {
+    map: RwLock<HashMap<u64, Vec<Arc<Series>>>>,
+    hasher: RandomState,
 }
 
 impl Default for Metrics {
@@ -117,6 +152,7 @@ impl Metrics {
             duration: Family::new_with_constructor(seconds_histogram),
             ttft: Family::new_with_constructor(seconds_histogram),
             attempts: Family::default(),
+            series: Default::default(),
         }
     }
 
@@ -158,16 +194,10 @@ impl Metrics {
 
     /// Count one request from its record.
     pub fn observe(&self, r: &GenerationRecord) {
-        let model = r.model.clone().unwrap_or_default();
-        let provider = r.provider.clone().unwrap_or_default();
-        self.requests
-            .get_or_create(&RequestLabels {
-                api_type: r.api_type.clone(),
-                model: model.clone(),
-                provider: provider.clone(),
-                status: r.status.to_string(),
-            })
-            .inc();
+        let model = r.model.as_deref().unwrap_or_default();
+        let provider = r.provider.as_deref().unwrap_or_default();
+        let s = self.series(&r.api_type, model, provider, r.status);
+        s.requests.inc();
         if r.status != 200 || r.error.is_some() || r.cancelled {
             let class = if r.cancelled {
                 "cancelled"
@@ -183,42 +213,118 @@ impl Metrics {
                 .inc();
         }
         for p in &r.provider_responses {
-            let outcome = if p.status == Some(200) { "ok" } else { "error" };
-            self.attempts
-                .get_or_create(&AttemptLabels {
-                    provider: p.provider.clone(),
-                    outcome: outcome.into(),
-                })
-                .inc();
+            let ok = p.status == Some(200);
+            if ok && p.provider == provider {
+                s.attempts_ok
+                    .get_or_init(|| self.attempt_counter(provider, true))
+                    .inc();
+            } else {
+                self.attempt_counter(&p.provider, ok).inc();
+            }
         }
         if r.model.is_none() {
             return;
         }
         let u = &r.usage;
-        for (kind, n) in [
-            ("prompt", u.prompt_tokens),
-            ("completion", u.completion_tokens),
-            ("reasoning", u.reasoning_tokens),
-            ("cached", u.cached_tokens),
-        ] {
+        for (i, n) in [
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.reasoning_tokens,
+            u.cached_tokens,
+        ]
+        .into_iter()
+        .enumerate()
+        {
             if n > 0 {
-                self.tokens
-                    .get_or_create(&TokenLabels {
-                        model: model.clone(),
-                        provider: provider.clone(),
-                        kind: kind.into(),
+                s.tokens[i]
+                    .get_or_init(|| {
+                        self.tokens
+                            .get_or_create(&TokenLabels {
+                                model: model.into(),
+                                provider: provider.into(),
+                                kind: TOKEN_KINDS[i].into(),
+                            })
+                            .clone()
                     })
                     .inc_by(n);
             }
         }
-        let ml = ModelLabels { model, provider };
-        self.cost.get_or_create(&ml).inc_by(r.cost.to_f64());
+        let ml = || ModelLabels {
+            model: model.into(),
+            provider: provider.into(),
+        };
+        s.cost
+            .get_or_init(|| self.cost.get_or_create(&ml()).clone())
+            .inc_by(r.cost.to_f64());
         if let Some(ms) = r.latency_ms {
-            self.duration.get_or_create(&ml).observe(ms as f64 / 1000.0);
+            s.duration
+                .get_or_init(|| self.duration.get_or_create(&ml()).clone())
+                .observe(ms as f64 / 1000.0);
         }
         if let Some(ms) = r.ttft_ms {
-            self.ttft.get_or_create(&ml).observe(ms as f64 / 1000.0);
+            s.ttft
+                .get_or_init(|| self.ttft.get_or_create(&ml()).clone())
+                .observe(ms as f64 / 1000.0);
         }
+    }
+
+    fn attempt_counter(&self, provider: &str, ok: bool) -> Counter {
+        self.attempts
+            .get_or_create(&AttemptLabels {
+                provider: provider.into(),
+                outcome: if ok { "ok" } else { "error" }.into(),
+            })
+            .clone()
+    }
+
+    /// The handles of one kind of request's series, made the first time it is seen.
+    fn series(&self, api_type: &str, model: &str, provider: &str, status: u16) -> Arc<Series> {
+        let hash = self
+            .series
+            .hasher
+            .hash_one((api_type, model, provider, status));
+        let is = |s: &Arc<Series>| {
+            s.status == status
+                && s.api_type == api_type
+                && s.model == model
+                && s.provider == provider
+        };
+        if let Some(s) = self
+            .series
+            .map
+            .read()
+            .get(&hash)
+            .and_then(|b| b.iter().find(|s| is(s)))
+        {
+            return s.clone();
+        }
+        let mut map = self.series.map.write();
+        let bucket = map.entry(hash).or_default();
+        if let Some(s) = bucket.iter().find(|s| is(s)) {
+            return s.clone();
+        }
+        let s = Arc::new(Series {
+            requests: self
+                .requests
+                .get_or_create(&RequestLabels {
+                    api_type: api_type.into(),
+                    model: model.into(),
+                    provider: provider.into(),
+                    status: status.to_string(),
+                })
+                .clone(),
+            api_type: api_type.into(),
+            model: model.into(),
+            provider: provider.into(),
+            status,
+            tokens: Default::default(),
+            cost: OnceLock::new(),
+            duration: OnceLock::new(),
+            ttft: OnceLock::new(),
+            attempts_ok: OnceLock::new(),
+        });
+        bucket.push(s.clone());
+        s
     }
 
     /// The text exposition: traffic, then the state read now.
@@ -308,5 +414,86 @@ impl Metrics {
         } else {
             format!("{out}{more}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metering::ProviderResponse;
+
+    fn record(
+        model: Option<&str>,
+        status: u16,
+        prompt: u64,
+        ttft: Option<i64>,
+    ) -> GenerationRecord {
+        let mut r = GenerationRecord {
+            api_type: "completions".into(),
+            model: model.map(Into::into),
+            provider: model.map(|_| "simco".into()),
+            status,
+            latency_ms: Some(250),
+            ttft_ms: ttft,
+            cost: crate::money::Money(1_500_000_000_000),
+            provider_responses: vec![ProviderResponse {
+                provider: "simco".into(),
+                endpoint: "simco/model".into(),
+                status: Some(status),
+                latency_ms: 250,
+                error: None,
+            }],
+            ..Default::default()
+        };
+        r.usage.prompt_tokens = prompt;
+        r.usage.completion_tokens = 7;
+        r
+    }
+
+    fn exposition(m: &Metrics) -> String {
+        let mut out = String::new();
+        encode(&mut out, &m.registry()).unwrap();
+        out
+    }
+
+    /// Requests counted through the cached handles land in their families' series, as many as
+    /// were observed, with series made only for what was seen.
+    #[test]
+    fn cached_series_count_into_the_exposition() {
+        let m = Metrics::new();
+        let a = Some("openai/gpt-4o-mini");
+        m.observe(&record(a, 200, 10, None));
+        m.observe(&record(a, 200, 5, Some(100)));
+        m.observe(&record(a, 502, 0, None));
+        m.observe(&record(None, 400, 0, None));
+        let text = exposition(&m);
+        let has = |line: &str| assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        let series = r#"model="openai/gpt-4o-mini",provider="simco""#;
+        has(&format!(
+            r#"llmux_requests_total{{api_type="completions",{series},status="200"}} 2"#
+        ));
+        has(&format!(
+            r#"llmux_requests_total{{api_type="completions",{series},status="502"}} 1"#
+        ));
+        has(r#"llmux_requests_total{api_type="completions",model="",provider="",status="400"} 1"#);
+        has(&format!(
+            r#"llmux_tokens_total{{{series},kind="prompt"}} 15"#
+        ));
+        has(&format!(
+            r#"llmux_tokens_total{{{series},kind="completion"}} 21"#
+        ));
+        has(&format!(r#"llmux_cost_usd_total{{{series}}} 4.5"#));
+        has(&format!(
+            r#"llmux_request_duration_seconds_count{{{series}}} 3"#
+        ));
+        has(&format!(
+            r#"llmux_time_to_first_token_seconds_count{{{series}}} 1"#
+        ));
+        has(r#"llmux_upstream_attempts_total{provider="simco",outcome="ok"} 2"#);
+        has(r#"llmux_upstream_attempts_total{provider="simco",outcome="error"} 2"#);
+        assert!(
+            !text.contains(r#"kind="reasoning""#),
+            "no series for what was not seen:\n{text}"
+        );
     }
 }

@@ -17,8 +17,9 @@ pub struct ProviderResponse {
     pub error: Option<String>,
 }
 
-/// A ledger debit written in the same transaction as its record, so there is never a charge
-/// without a record nor a record charged twice.
+/// What a record is charged: summed into one ledger entry per account, key and UTC day of its
+/// batch, written in the records' transaction, so there is never a charge without its record
+/// nor a record charged twice (`storage::generations`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Charge {
     pub account_id: String,
