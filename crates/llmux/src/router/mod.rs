@@ -254,7 +254,7 @@ impl Router {
             // `partition: none`: every model's endpoints sorted together.
             let by = prefs.sort.map(|s| s.by).unwrap_or(SortBy::Price);
             let key = |i: &EndpointInfo| match by {
-                SortBy::Price => i.blended_price.parse::<f64>().unwrap_or(f64::MAX),
+                SortBy::Price => i.blended_price,
                 SortBy::Throughput => -i.throughput_p50.unwrap_or(f64::INFINITY),
                 SortBy::Latency => i.latency_p50_ms.unwrap_or(f64::NEG_INFINITY),
             };

@@ -28,8 +28,10 @@ pub fn blended_price(p: &Pricing) -> f64 {
 pub struct EndpointInfo {
     pub model: String,
     pub provider: String,
-    /// Blended USD per million tokens.
-    pub blended_price: String,
+    /// Blended USD per million tokens (a decimal string in the metadata, formatted only when a
+    /// client asks for it).
+    #[serde(serialize_with = "usd_per_million")]
+    pub blended_price: f64,
     /// Its chance to be picked first, under the weighted random choice.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight: Option<f64>,
@@ -44,6 +46,13 @@ pub struct EndpointInfo {
     pub uptime_30m: Option<f64>,
     pub latency_p50_ms: Option<f64>,
     pub throughput_p50: Option<f64>,
+}
+
+fn usd_per_million<S: serde::Serializer>(usd: &f64, s: S) -> Result<S::Ok, S::Error> {
+    match rust_decimal::Decimal::from_f64_retain(*usd) {
+        Some(d) => s.collect_str(&d.round_dp(6).normalize()),
+        None => s.serialize_str(""),
+    }
 }
 
 pub struct Ordered {
@@ -199,9 +208,7 @@ pub fn order(
         .map(|i| EndpointInfo {
             model: model.to_string(),
             provider: i.e.provider.slug.clone(),
-            blended_price: rust_decimal::Decimal::from_f64_retain(i.price / 1e6)
-                .map(|d| d.round_dp(6).normalize().to_string())
-                .unwrap_or_default(),
+            blended_price: i.price / 1e6,
             weight: i.weight,
             stable: i.snap.stable,
             circuit: i.snap.circuit,

@@ -626,6 +626,10 @@ async fn sticky_conversations_and_routing_metadata() {
     );
     assert_eq!(m["endpoints"][0]["provider"], "a");
     assert_eq!(m["endpoints"][0]["weight"], 1.0);
+    assert_eq!(
+        m["endpoints"][0]["blended_price"], "1",
+        "USD per million, 3:1"
+    );
     assert_eq!(m["attempts"][0]["status"], 200);
     let r = gw
         .http
