@@ -376,11 +376,41 @@ async fn a_batch_across_midnight_charges_each_day_apart() {
         (4, 4, 2)
     );
 
+    // A record charged on its own, as before batch charges (a database written by an earlier
+    // version), is audited too.
     sqlx::any::install_default_drivers();
     let db = sqlx::AnyPool::connect(&gw.db_url()).await.unwrap();
-    let run = async |sql: &'static str| {
-        sqlx::query(sql).execute(&db).await.unwrap();
+    let run = async |sql: &str| {
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&db)
+            .await
+            .unwrap();
     };
+    let at = midnight + 10;
+    run(&format!(
+        "INSERT INTO generations (id, created_at, account_id, key_hash, api_type, requested_model, \
+         streamed, cancelled, tokens_prompt, tokens_completion, tokens_reasoning, tokens_cached, \
+         tokens_cache_write, usage_estimated, cost, status, is_byok) \
+         VALUES ('gen-old', {at}, '{}', '{}', 'completions', 'm', 0, 0, 1, 1, 0, 0, 0, 0, 7, 200, 0)",
+        key.account, key.hash
+    ))
+    .await;
+    run(&format!(
+        "INSERT INTO ledger (account_id, key_hash, kind, amount, generation_id, node, created_at) \
+         VALUES ('{}', '{}', 'charge', -7, 'gen-old', 'n', {at})",
+        key.account, key.hash
+    ))
+    .await;
+    let audit = store.audit().await.unwrap();
+    assert!(audit.is_clean(), "{audit:?}");
+    assert_eq!(
+        (audit.records, audit.charged_records, audit.charges),
+        (5, 5, 3)
+    );
+    run("UPDATE generations SET cost = 8 WHERE id = 'gen-old'").await;
+    assert_eq!(store.audit().await.unwrap().mismatched_charges, 1);
+    run("UPDATE generations SET cost = 7 WHERE id = 'gen-old'").await;
+
     run("UPDATE generations SET cost = cost + 1 WHERE id = 'gen-t2'").await;
     let audit = store.audit().await.unwrap();
     assert_eq!(audit.mismatched_charges, 1, "{audit:?}");
@@ -392,7 +422,7 @@ async fn a_batch_across_midnight_charges_each_day_apart() {
             audit.records_without_charge,
             audit.charged_records
         ),
-        (1, 2, 2),
+        (1, 2, 3),
         "{audit:?}"
     );
     assert!(!audit.is_clean());
