@@ -2,7 +2,8 @@
 # A/B: two (or more) llmux binaries against the same upstream, taking turns in one run, so
 # that the machine's drift (on shared cores throughput moves by ±30% from one minute to the
 # next) falls on every binary alike. Prints requests/s, p50 and llmux's CPU per request (all
-# its threads, from /proc) for each turn; CPU per request is the steadier figure.
+# its threads, from /proc, and split: the serving threads, SQLite's threads, the rest) for
+# each turn; CPU per request is the steadier figure.
 #
 #   bench/ab.sh /tmp/llmux-before target/release/llmux
 #   CONNECTIONS=1 ROUNDS=5 DURATION=10 bench/ab.sh A B
@@ -65,22 +66,44 @@ key=$("$1" keys create --name ab --config "$work/llmux.toml" --json | sed -n 's/
 [ -n "$key" ] || { echo "could not create a key"; exit 1; }
 export WRK_KEY=$key WRK_MODEL=openai/gpt-4o-mini
 url="http://127.0.0.1:$llmux_port/api/v1/chat/completions"
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU ticks of a process, whole ("total T", exited threads included) and per live thread
+# ("TID GROUP T"): serving threads, SQLite's (one per connection), the rest.
+cpu_snapshot() {
+    local t
+    echo "total $(awk '{print $14 + $15}' "/proc/$1/stat")"
+    for t in /proc/"$1"/task/*; do
+        local comm; comm=$(cat "$t/comm" 2>/dev/null) || continue
+        case "$comm" in llmux-serve*) comm=serving ;; sqlx-sqlite*) comm=sqlite ;; *) comm=rest ;; esac
+        echo "${t##*/} $comm $(awk '{print $14 + $15}' "$t/stat" 2>/dev/null || echo 0)"
+    done
+}
+# Microseconds per request between two snapshots, "all serving sqlite rest"; a thread that
+# exited in between counts under the rest.
+cpu_per_request() { # BEFORE AFTER REQUESTS
+    awk -v n="$3" -v us="$((1000000 / $(getconf CLK_TCK)))" '
+        FNR == NR { before[$1] = ($1 == "total") ? $2 : $3; next }
+        $1 == "total" { total = $2 - before["total"]; next }
+        { d[$2] += $3 - before[$1] }
+        END { rest = total - d["serving"] - d["sqlite"]
+              printf "%d %d %d %d", total * us / n, d["serving"] * us / n, d["sqlite"] * us / n, rest * us / n }
+    ' <(echo "$1") <(echo "$2")
+}
 
-printf '%-40s %6s %10s %12s %16s\n' binary conns p50 requests/s "CPU µs/request"
+printf '%-40s %6s %10s %12s %16s %26s\n' binary conns p50 requests/s "CPU µs/request" \
+    "serving / SQLite / rest"
 for _ in $(seq "$rounds"); do
     for b in "$@"; do
         LLMUX_LOG=warn "$b" serve --config "$work/llmux.toml" >/dev/null 2>>"$work/llmux.log" &
         pid=$!
         wait_for_ports $llmux_port >/dev/null || { echo "$b did not start"; cat "$work/llmux.log"; exit 1; }
         wrk -t1 -c"$conns" -d2s -s bench/gateway/post.lua "$url" >/dev/null # warm-up
-        before=$(cpu_ticks "$pid")
+        before=$(cpu_snapshot "$pid")
         out=$(wrk -t1 -c"$conns" -d"${duration}s" --latency -s bench/gateway/post.lua "$url")
-        after=$(cpu_ticks "$pid")
+        after=$(cpu_snapshot "$pid")
         n=$(awk '/requests in/ {print $1}' <<<"$out")
-        tick_us=$((1000000 / $(getconf CLK_TCK)))
-        printf '%-40s %6s %10s %12s %16s\n' "$b" "$conns" "$(awk '/ 50%/ {print $2}' <<<"$out")" \
-            "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" "$(( (after - before) * tick_us / n ))"
+        read -r all serving sqlite rest <<<"$(cpu_per_request "$before" "$after" "$n")"
+        printf '%-40s %6s %10s %12s %16s %26s\n' "$b" "$conns" "$(awk '/ 50%/ {print $2}' <<<"$out")" \
+            "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" "$all" "$serving / $sqlite / $rest"
         kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
     done
 done
