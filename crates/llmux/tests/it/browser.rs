@@ -303,14 +303,8 @@ async fn pages_render_with_their_data_in_chromium() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let r: Value = gw
-            .http
-            .get(gw.url("/api/v1/rankings?period=day&weeks=1"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .get_public_json("/api/v1/rankings?period=day&weeks=1")
+            .await;
         if r["data"]["window_tokens"].as_str() == Some(tokens.to_string().as_str()) {
             break;
         }

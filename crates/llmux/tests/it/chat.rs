@@ -343,14 +343,8 @@ async fn client_disconnect_mid_stream_is_recorded_as_cancelled_and_billed() {
 async fn catalog_endpoints_speak_openrouter_shapes() {
     let (gw, _sim) = gateway_with_sim("").await;
     let list: Value = gw
-        .http
-        .get(gw.url("/api/v1/models?offset=0&limit=500"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_public_json("/api/v1/models?offset=0&limit=500")
+        .await;
     assert_eq!(list["total_count"], 1);
     let m = &list["data"][0];
     assert_eq!(m["id"], MODEL);
@@ -362,34 +356,17 @@ async fn catalog_endpoints_speak_openrouter_shapes() {
     );
     assert_eq!(m["origin_country"], "CN");
     let eps: Value = gw
-        .http
-        .get(gw.url(&format!("/api/v1/models/{MODEL}/endpoints")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_public_json(&format!("/api/v1/models/{MODEL}/endpoints"))
+        .await;
     let e = &eps["data"]["endpoints"][0];
     assert_eq!(e["tag"], "simco");
     assert_eq!(e["provider_name"], "simco provider");
     assert_eq!(e["pricing"]["prompt"], "0.00000028");
     let missing = gw
-        .http
-        .get(gw.url("/api/v1/models/nobody/nothing/endpoints"))
-        .send()
-        .await
-        .unwrap();
+        .get_public("/api/v1/models/nobody/nothing/endpoints")
+        .await;
     assert_eq!(missing.status(), 404);
-    let health: Value = gw
-        .http
-        .get(gw.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = gw.get_public_json("/healthz").await;
     assert_eq!(health["status"], "ok");
 }
 

@@ -105,15 +105,7 @@ async fn embeddings_are_billed_per_input_token() {
             "{v}"
         );
     }
-    let models: Value = gw
-        .http
-        .get(gw.url("/api/v1/embeddings/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = gw.get_public_json("/api/v1/embeddings/models").await;
     let ids: Vec<&str> = models["data"]
         .as_array()
         .unwrap()

@@ -267,14 +267,17 @@ impl Gateway {
 
     /// GET a public path (no key); the body as JSON.
     pub async fn get_public_json(&self, path: &str) -> Value {
-        let r = self.http.get(self.url(path)).send().await.unwrap();
-        r.json().await.unwrap()
+        self.get_public(path).await.json().await.unwrap()
     }
 
     /// GET a public path (no key); the body as text (e.g. `/metrics`).
     pub async fn get_public_text(&self, path: &str) -> String {
-        let r = self.http.get(self.url(path)).send().await.unwrap();
-        r.text().await.unwrap()
+        self.get_public(path).await.text().await.unwrap()
+    }
+
+    /// GET a public path (no key), for its status, headers and body.
+    pub async fn get_public(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
     }
 
     /// The server's log so far (for assertion messages).

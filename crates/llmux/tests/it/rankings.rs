@@ -398,12 +398,7 @@ async fn rankings_compare_and_activity_are_exact() {
         "end_date=2026-13-01",
         "source=nope&by=app",
     ] {
-        let r = gw
-            .http
-            .get(gw.url(&format!("/api/v1/rankings?{bad}")))
-            .send()
-            .await
-            .unwrap();
+        let r = gw.get_public(&format!("/api/v1/rankings?{bad}")).await;
         assert_eq!(r.status(), 400, "{bad}");
         let e: Value = r.json().await.unwrap();
         assert_eq!(e["error"]["code"], 400);
@@ -533,12 +528,7 @@ async fn rankings_compare_and_activity_are_exact() {
     assert_eq!(ratio["completion"], "22.73", "{cmp}");
     assert_eq!(ratio["prompt"], "16.67");
     assert_eq!(cmp["data"]["models"][1]["pricing"]["completion"], "1.1");
-    let r = gw
-        .http
-        .get(gw.url("/api/v1/compare?models=nobody/nothing"))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.get_public("/api/v1/compare?models=nobody/nothing").await;
     assert_eq!(r.status(), 404);
 
     // What-if: alpha's last week repriced on two models.
@@ -575,11 +565,8 @@ async fn rankings_compare_and_activity_are_exact() {
         );
     }
     let r = gw
-        .http
-        .get(gw.url("/api/v1/compare/what-if?models=openai/gpt-5"))
-        .send()
-        .await
-        .unwrap();
+        .get_public("/api/v1/compare/what-if?models=openai/gpt-5")
+        .await;
     assert_eq!(r.status(), 401, "an account's what-if needs its key");
 
     // Activity: the key's last 30 days (the CLI), and OpenRouter's /activity (completed days).
@@ -852,12 +839,7 @@ async fn market_data_reproduces_the_february_2026_report() {
     let rows = d["data"].as_array().unwrap();
     assert_eq!(rows.last().unwrap()["model_permaslug"], "other");
     assert_eq!(rows[0]["model_permaslug"], "minimax/minimax-m2.5-20260211");
-    let r = gw
-        .http
-        .get(gw.url("/api/v1/rankings?source=missing"))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.get_public("/api/v1/rankings?source=missing").await;
     assert_eq!(r.status(), 404);
 }
 
@@ -935,14 +917,8 @@ async fn rollups_equal_a_recount_after_a_crash_mid_ingest() {
     // And the rankings total equals the records' tokens, counted directly in the database.
     let tokens = tokens_in_records(&gw);
     let r: Value = gw
-        .http
-        .get(gw.url("/api/v1/rankings?period=day&weeks=1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_public_json("/api/v1/rankings?period=day&weeks=1")
+        .await;
     assert_eq!(r["data"]["periods"][0]["total_tokens"], tokens.to_string());
 }
 
@@ -1130,12 +1106,7 @@ async fn the_rankings_page_and_api_answer_for_themselves() {
     ] {
         let query = format!("?period=week&weeks=4&order={}", first.len());
         for path in [first, second] {
-            let r = gw
-                .http
-                .get(gw.url(&format!("{path}{query}")))
-                .send()
-                .await
-                .unwrap();
+            let r = gw.get_public(&format!("{path}{query}")).await;
             assert_eq!(r.status(), 200, "{path}");
             let kind = r.headers()["content-type"].to_str().unwrap().to_string();
             let body = r.text().await.unwrap();

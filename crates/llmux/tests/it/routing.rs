@@ -123,14 +123,8 @@ async fn price_weighted_split_and_failover_and_recovery() {
         "the failing provider is mostly left alone: {p1_attempts_late}"
     );
     let eps: Value = gw
-        .http
-        .get(gw.url(&format!("/api/v1/models/{MODEL}/endpoints")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_public_json(&format!("/api/v1/models/{MODEL}/endpoints"))
+        .await;
     let p1 = eps["data"]["endpoints"]
         .as_array()
         .unwrap()

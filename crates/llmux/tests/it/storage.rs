@@ -111,14 +111,8 @@ async fn retention_drops_old_records_and_keeps_rollups_and_books() {
     }
     // History stays in the rollups.
     let r: Value = gw
-        .http
-        .get(gw.url("/api/v1/rankings?period=month&weeks=1&end_date=2025-01-15"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_public_json("/api/v1/rankings?period=month&weeks=1&end_date=2025-01-15")
+        .await;
     assert_eq!(r["data"]["window_tokens"], old_tokens.to_string(), "{r}");
     let k: Value = gw
         .get("/api/v1/credits", &key.key)
