@@ -339,6 +339,65 @@ async fn client_disconnect_mid_stream_is_recorded_as_cancelled_and_billed() {
     assert!(d["total_cost"].as_f64().unwrap() > 0.0);
 }
 
+/// While the first token is awaited, the client gets keep-alive comments (as OpenRouter sends
+/// them); a client that leaves then is recorded as cancelled, with nothing to bill.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_first_token_is_awaited_with_keepalive_comments() {
+    let sim = sim().await;
+    let rest = format!(
+        "{}{}{}",
+        provider("slow", &format!("{}/v1", sim.base_url()), ""),
+        endpoint(MODEL, "slow", "m+ttft=650+tokens=3", "1", "1", ""),
+        endpoint("z-ai/glm-5", "slow", "m+ttft=20000", "1", "1", ""),
+    );
+    let gw = Gateway::start("stream_keepalive_ms = 100", &rest).await;
+    let key = gw.create_key("t", None);
+    let body = |model: &str| json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+
+    let resp = gw
+        .post("/api/v1/chat/completions", &key.key, &body(MODEL))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let first_data = text.find("data: ").expect("content follows");
+    let comments = text[..first_data]
+        .matches(": OPENROUTER PROCESSING\n\n")
+        .count();
+    assert!(
+        comments >= 3,
+        "keep-alive comments before the first token: {text:?}"
+    );
+    let data = sse_data(&text);
+    assert_eq!(data.last().unwrap(), "[DONE]");
+
+    let mut resp = gw
+        .post("/api/v1/chat/completions", &key.key, &body("z-ai/glm-5"))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let id = resp.headers()["x-generation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let chunk = resp.chunk().await.unwrap().unwrap();
+    assert!(chunk.starts_with(b": OPENROUTER PROCESSING"), "{chunk:?}");
+    drop(resp);
+    let mut record = Value::Null;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let r = gw
+            .get(&format!("/api/v1/generation?id={id}"), &key.key)
+            .await;
+        if r.status() == 200 {
+            record = r.json().await.unwrap();
+            break;
+        }
+    }
+    let d = &record["data"];
+    assert_eq!(d["cancelled"], true, "{record}");
+    assert_eq!(d["tokens_completion"], 0, "{record}");
+    assert_eq!(d["total_cost"].as_f64(), Some(0.0), "{record}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn catalog_endpoints_speak_openrouter_shapes() {
     let (gw, _sim) = gateway_with_sim("").await;
