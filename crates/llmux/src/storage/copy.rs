@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use sqlx::any::AnyRow;
 use sqlx::{Column, Row};
 
-use super::{Backend, Store, placeholders, rollups};
+use super::{Backend, Store, placeholders, rollups, statement_chunks};
 
 /// Tables in copy order (referenced before referencing), each with the columns that order its
 /// pages. The ledger's own ids are not copied: the destination numbers its entries.
@@ -129,7 +129,7 @@ impl Store {
                 .collect();
             let skip_id = table == "ledger";
             let mut tx = to.pool().begin().await?;
-            for chunk in rows.chunks(200) {
+            for chunk in statement_chunks(&rows) {
                 let sql = format!(
                     "INSERT INTO {table} ({}) VALUES {}",
                     columns.join(", "),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Backend, Store, flag, placeholders};
+use super::{Backend, Store, flag, placeholders, statement_chunks};
 use crate::metering::rollup::{Deltas, Privacy};
 use crate::metering::{Charge, GenerationRecord, ProviderResponse};
 use crate::money::Money;
@@ -48,9 +48,6 @@ const COLUMNS: &[&str] = &[
     "provider_responses",
     "byok_usage",
 ];
-
-/// Rows per INSERT statement (keeps bind parameters under SQLite's and PostgreSQL's limits).
-const ROWS_PER_STATEMENT: usize = 200;
 
 /// Some records of a batch written without asking first were in the table already.
 #[derive(Debug, thiserror::Error)]
@@ -221,7 +218,7 @@ impl Store {
         let mut deltas = Deltas::default();
         let mut charges = BatchCharges::default();
         let mut new = 0u64;
-        for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+        for chunk in statement_chunks(batch) {
             // Which of these are already written, on the second try: asked first rather than
             // with `RETURNING id`, whose rows SQLite's driver hands over one message (and one
             // thread wake-up) each.
@@ -318,7 +315,7 @@ impl Store {
                 }
             }
         }
-        for entries in charges.entries.chunks(ROWS_PER_STATEMENT) {
+        for entries in statement_chunks(&charges.entries) {
             let sql = format!(
                 "INSERT INTO ledger (account_id, key_hash, kind, amount, note, node, created_at, charge_batch) \
                  VALUES {}",

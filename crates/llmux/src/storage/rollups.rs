@@ -6,11 +6,8 @@ use std::collections::BTreeMap;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{Backend, Store, flag, placeholders};
+use super::{Backend, Store, flag, placeholders, statement_chunks};
 use crate::metering::rollup::{AccountKey, AppKey, Deltas, ModelKey, Period, Privacy, Sums};
-
-/// Rows per upsert statement (13 binds a row stays under every backend's parameter limit).
-const ROWS_PER_STATEMENT: usize = 200;
 
 const SUM_COLUMNS: [&str; 6] = [
     "requests",
@@ -43,7 +40,7 @@ async fn upsert<K>(
     ) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments>,
 ) -> anyhow::Result<()> {
     let cols: Vec<&str> = key_cols.iter().chain(sum_cols).copied().collect();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(rows) {
         let sql = format!(
             "INSERT INTO {table} ({}) VALUES {} ON CONFLICT ({}) DO UPDATE SET {}",
             cols.join(", "),
@@ -637,7 +634,7 @@ impl Store {
     pub async fn import_market(&self, source: &str, rows: &[MarketRow]) -> anyhow::Result<u64> {
         let mut tx = self.pool().begin().await?;
         let mut changed = 0;
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        for chunk in statement_chunks(rows) {
             let sql = format!(
                 "INSERT INTO market_daily (source, day, permaslug, model, tokens) VALUES {} \
                  ON CONFLICT (source, day, permaslug) DO UPDATE SET model = excluded.model, tokens = excluded.tokens \

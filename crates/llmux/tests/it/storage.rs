@@ -326,6 +326,50 @@ async fn a_batch_written_again_counts_each_record_once() {
     }
 }
 
+/// A batch larger than one statement holds (written as statements of 256, 128, ... rows, so
+/// that each connection keeps a few compiled shapes) is written whole, and written again with
+/// one more record adds only that one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_batch_is_written_whole_in_statements_of_few_shapes() {
+    use llmux::metering::rollup::Privacy;
+
+    let gw = Gateway::start("", "").await;
+    let key = gw.create_key("t", Some("5"));
+    let store = llmux::storage::Store::open(&gw.db_url()).await.unwrap();
+    let now = llmux::clock::now_ms();
+    let batch: Vec<_> = (0..701)
+        .map(|i| charged_record(&key, &format!("gen-{i:04}"), now, 1_000 + i))
+        .collect();
+    let privacy = Privacy::default();
+    let before = store.balance(&key.account).await.unwrap();
+    store
+        .write_generations(&batch[..700], "n", &privacy)
+        .await
+        .unwrap();
+    store
+        .write_generations(&batch, "n", &privacy)
+        .await
+        .unwrap();
+
+    assert_eq!(store.generation_count().await.unwrap(), 701);
+    let after = store.balance(&key.account).await.unwrap();
+    let expected: i64 = (0..701).map(|i| 1_000 + i).sum();
+    assert_eq!(before.0 - after.0, expected, "each record charged once");
+    let audit = store.audit().await.unwrap();
+    assert!(audit.is_clean(), "{audit:?}");
+    assert_eq!((audit.records, audit.charged_records), (701, 701));
+    let rollups = store.rollup_snapshot().await.unwrap();
+    let models: Vec<_> = rollups
+        .models
+        .iter()
+        .filter(|(k, _)| k.model == "openai/gpt-4o-mini")
+        .collect();
+    assert!(!models.is_empty());
+    for (k, sums) in models {
+        assert_eq!(sums.requests, 701, "{k:?}");
+    }
+}
+
 /// A batch's charges are one ledger entry per key and UTC day: what a key spent since midnight
 /// UTC (where daily, weekly and monthly limits start) counts that day's records only. The
 /// audit finds an entry that disagrees with its records, and records no entry charged.
