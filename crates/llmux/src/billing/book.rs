@@ -25,7 +25,7 @@ pub const SYNC_INTERVAL: Duration = Duration::from_millis(250);
 pub const RATE_WINDOW_MS: i64 = 60_000;
 /// OpenRouter's limits for free (`:free`) models: per key, per minute and per UTC day (more
 /// per day once the account has bought at least `FREE_CREDITS_THRESHOLD` of credits).
-pub const FREE_PER_MINUTE: usize = 20;
+pub const FREE_PER_MINUTE: u64 = 20;
 pub const FREE_PER_DAY: u64 = 50;
 pub const FREE_PER_DAY_WITH_CREDITS: u64 = 1000;
 pub const FREE_CREDITS_THRESHOLD: Money = Money(10 * crate::money::PICO_PER_USD);
@@ -77,9 +77,9 @@ impl Account {
 #[derive(Default)]
 pub struct KeyUsage {
     limit: Mutex<LimitBook>,
-    requests: Mutex<VecDeque<i64>>,
-    tokens: Mutex<VecDeque<(i64, u64)>>,
-    free_requests: Mutex<VecDeque<i64>>,
+    requests: Mutex<MinuteCounts>,
+    tokens: Mutex<MinuteCounts>,
+    free_requests: Mutex<MinuteCounts>,
     /// (UTC day number, free-model requests that day).
     free_day: Mutex<(i64, u64)>,
 }
@@ -109,13 +109,6 @@ impl KeyUsage {
         roll(&mut l, key, crate::clock::now_ms());
         l.spent
     }
-
-    /// Requests admitted in the last minute, and when the oldest leaves the window.
-    pub fn recent_requests(&self) -> (usize, Option<i64>) {
-        let mut r = self.requests.lock();
-        prune(&mut r, crate::clock::now_ms(), |t| *t);
-        (r.len(), r.front().map(|t| t + RATE_WINDOW_MS))
-    }
 }
 
 fn roll(l: &mut LimitBook, key: &KeyRow, now: i64) {
@@ -127,17 +120,52 @@ fn roll(l: &mut LimitBook, key: &KeyRow, now: i64) {
     }
 }
 
-fn prune<T>(q: &mut VecDeque<T>, now: i64, at: impl Fn(&T) -> i64) {
-    while q.front().is_some_and(|x| at(x) <= now - RATE_WINDOW_MS) {
-        q.pop_front();
-    }
+/// A sliding minute's counts (requests, tokens) in buckets of [`BUCKET_MS`]: the time and
+/// memory a request costs stay the same at any rate. A log of every request had held 1.7
+/// million entries for a key serving 28,000 requests a second, and kept the memory once the
+/// traffic stopped; a tokens-per-minute check summed all of them for every request.
+#[derive(Default)]
+struct MinuteCounts {
+    /// (bucket number, count) for the buckets in the window that counted anything, oldest
+    /// first.
+    buckets: VecDeque<(i64, u64)>,
+    total: u64,
 }
 
-/// Add to a sliding window, dropping what left it: a window only some keys check (rpm, tpm)
-/// must not grow for the others, whose requests still pass through here.
-fn push_recent<T>(q: &mut VecDeque<T>, now: i64, item: T, at: impl Fn(&T) -> i64) {
-    prune(q, now, at);
-    q.push_back(item);
+/// The windows' granularity: what was counted leaves the window between 59.9 and 60 seconds
+/// later.
+const BUCKET_MS: i64 = 100;
+const WINDOW_BUCKETS: i64 = RATE_WINDOW_MS / BUCKET_MS;
+
+impl MinuteCounts {
+    /// The total over the minute before `now`.
+    fn total(&mut self, now: i64) -> u64 {
+        let oldest_kept = now.div_euclid(BUCKET_MS) - WINDOW_BUCKETS + 1;
+        while let Some(&(b, n)) = self.buckets.front()
+            && b < oldest_kept
+        {
+            self.buckets.pop_front();
+            self.total -= n;
+        }
+        self.total
+    }
+
+    fn add(&mut self, now: i64, n: u64) {
+        self.total(now);
+        let b = now.div_euclid(BUCKET_MS);
+        match self.buckets.back_mut() {
+            Some((last, count)) if *last >= b => *count += n,
+            _ => self.buckets.push_back((b, n)),
+        }
+        self.total += n;
+    }
+
+    /// When the oldest count leaves the window (`now` if there is none).
+    fn reset_ms(&self, now: i64) -> i64 {
+        self.buckets
+            .front()
+            .map_or(now, |(b, _)| (b + WINDOW_BUCKETS) * BUCKET_MS)
+    }
 }
 
 /// An authenticated key and its account.
@@ -225,12 +253,7 @@ impl Reservation {
         }
         if tokens > 0 {
             let now = crate::clock::now_ms();
-            push_recent(
-                &mut self.usage.tokens.lock(),
-                now,
-                (now, tokens),
-                |(t, _)| *t,
-            );
+            self.usage.tokens.lock().add(now, tokens);
         }
         if let Some((cluster, keys)) = self.shared.take() {
             let settlement = Settlement {
@@ -491,12 +514,11 @@ impl Billing {
         let mut free_minute = usage.free_requests.lock();
         let mut free_day = usage.free_day.lock();
         if free {
-            prune(&mut free_minute, now, |t| *t);
-            if free_minute.len() >= FREE_PER_MINUTE {
+            if free_minute.total(now) >= FREE_PER_MINUTE {
                 return Err(ReserveError::RateLimited {
                     unit: RateUnit::FreeRequests,
-                    limit: FREE_PER_MINUTE as u64,
-                    reset_ms: free_minute.front().map_or(now, |t| t + RATE_WINDOW_MS),
+                    limit: FREE_PER_MINUTE,
+                    reset_ms: free_minute.reset_ms(now),
                 });
             }
             let day = now.div_euclid(86_400_000);
@@ -513,25 +535,22 @@ impl Billing {
             }
         }
         let mut requests = usage.requests.lock();
-        prune(&mut requests, now, |t| *t);
         if let Some(rpm) = key.rpm.filter(|r| *r >= 0)
-            && requests.len() as i64 >= rpm
+            && requests.total(now) >= rpm as u64
         {
             return Err(ReserveError::RateLimited {
                 unit: RateUnit::Requests,
                 limit: rpm as u64,
-                reset_ms: requests.front().map_or(now, |t| t + RATE_WINDOW_MS),
+                reset_ms: requests.reset_ms(now),
             });
         }
         if let Some(tpm) = key.tpm.filter(|t| *t >= 0) {
             let mut tokens = usage.tokens.lock();
-            prune(&mut tokens, now, |(t, _)| *t);
-            let used: u64 = tokens.iter().map(|(_, n)| n).sum();
-            if used >= tpm as u64 {
+            if tokens.total(now) >= tpm as u64 {
                 return Err(ReserveError::RateLimited {
                     unit: RateUnit::Tokens,
                     limit: tpm as u64,
-                    reset_ms: tokens.front().map_or(now, |(t, _)| t + RATE_WINDOW_MS),
+                    reset_ms: tokens.reset_ms(now),
                 });
             }
         }
@@ -559,9 +578,9 @@ impl Billing {
         }
         book.reserved = book.reserved.saturating_add(credits);
         limit.reserved = limit.reserved.saturating_add(limit_amount);
-        requests.push_back(now);
+        requests.add(now, 1);
         if free {
-            free_minute.push_back(now);
+            free_minute.add(now, 1);
             free_day.1 += 1;
         }
         Ok(Reservation {
@@ -648,7 +667,7 @@ impl Billing {
                         let mut l = ctx.usage.limit.lock();
                         l.reserved = l.reserved.saturating_add(limit_amount);
                     }
-                    push_recent(&mut ctx.usage.requests.lock(), now, now, |t| *t);
+                    ctx.usage.requests.lock().add(now, 1);
                     return Ok(Reservation {
                         account: ctx.account.clone(),
                         usage: ctx.usage.clone(),
@@ -894,14 +913,39 @@ mod tests {
 
     #[test]
     fn sliding_windows_keep_only_their_last_minute() {
-        let mut q = VecDeque::new();
+        let mut w = MinuteCounts::default();
+        // A thousand in the first second, a hundred a millisecond apart.
         for t in 0..1000 {
-            push_recent(&mut q, t, t, |x| *x);
+            w.add(t, 1 + (t as u64 % 2));
         }
-        assert_eq!(q.len(), 1000, "all within the minute");
-        push_recent(&mut q, RATE_WINDOW_MS + 500, RATE_WINDOW_MS + 500, |x| *x);
-        // Entries at or before 500 left the window; 501..=999 and the new one stay.
-        assert_eq!(q.len(), 500);
-        assert_eq!(q.front(), Some(&501));
+        assert_eq!(w.total(999), 1500, "all within the minute");
+        assert_eq!(
+            w.reset_ms(999),
+            RATE_WINDOW_MS,
+            "the oldest leaves after a minute"
+        );
+        // At 60.5 s, what came in the first 600 ms has left (up to a bucket early); the rest
+        // leaves 100 ms at a time.
+        assert_eq!(w.total(RATE_WINDOW_MS + 500), 600);
+        assert_eq!(w.reset_ms(RATE_WINDOW_MS + 500), RATE_WINDOW_MS + 600);
+        w.add(RATE_WINDOW_MS + 500, 7);
+        assert_eq!(w.total(RATE_WINDOW_MS + 899), 157);
+        assert_eq!(w.total(RATE_WINDOW_MS + 999), 7);
+        assert_eq!(
+            w.total(2 * RATE_WINDOW_MS + 500),
+            0,
+            "all gone a minute later"
+        );
+        assert_eq!(
+            w.reset_ms(2 * RATE_WINDOW_MS + 500),
+            2 * RATE_WINDOW_MS + 500
+        );
+
+        // Memory stays bounded however many are counted: a bucket per 100 ms at most.
+        for t in 0..1_000_000 {
+            w.add(10 * RATE_WINDOW_MS + t / 10, 1);
+        }
+        assert_eq!(w.buckets.len(), WINDOW_BUCKETS as usize);
+        assert_eq!(w.total(10 * RATE_WINDOW_MS + 99_999), 600_000);
     }
 }
