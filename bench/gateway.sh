@@ -10,7 +10,8 @@
 # request in SQLite, exactly as in production. wrk (one thread, as in the issue's reference
 # table) drives each path at 1, 32 and 256 connections. Then: streaming (time to first token
 # added, per-chunk cost on long streams, 10,000 concurrent slow streams), metering throughput,
-# and a stalled database under load. Needs: wrk, nginx, sqlite3 (apt-get install wrk nginx sqlite3).
+# then the streams again on a freshly started llmux. Needs: wrk, nginx, sqlite3 (apt-get install
+# wrk nginx sqlite3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -190,11 +191,13 @@ for c in "${conns[@]}"; do
     awk -v l="${rps[llmux,$c]}" -v n="${rps[nginx,$c]}" -v lc="${cpu[llmux,$c]}" -v nc="${cpu[nginx,$c]}" -v c="$c" \
         'BEGIN { printf "c=%s: llmux throughput / nginx throughput = %.2f; CPU per request, llmux / nginx = %.1f\n", c, l / n, lc / nc }'
 done
-d=$(us "${p50[direct,1]}"); n=$(us "${p50[nginx,1]}"); l=$(us "${p50[llmux,1]}")
-# Within the p50s' resolution nginx can add nothing, or less than nothing: no ratio then.
-awk -v d="$d" -v n="$n" -v l="$l" 'BEGIN {
-    printf "c=1: added p50: llmux %.0f us, nginx %.0f us", l - d, n - d
-    if (n - d >= 1) printf " (ratio %.2f)\n", (l - d) / (n - d); else printf " (nginx within the noise: no ratio)\n" }'
+if [ -n "${p50[direct,1]:-}" ]; then
+    d=$(us "${p50[direct,1]}"); n=$(us "${p50[nginx,1]}"); l=$(us "${p50[llmux,1]}")
+    # Within the p50s' resolution nginx can add nothing, or less than nothing: no ratio then.
+    awk -v d="$d" -v n="$n" -v l="$l" 'BEGIN {
+        printf "c=1: added p50: llmux %.0f us, nginx %.0f us", l - d, n - d
+        if (n - d >= 1) printf " (ratio %.2f)\n", (l - d) / (n - d); else printf " (nginx within the noise: no ratio)\n" }'
+fi
 
 # Streams and metering, measured by llmux-bench against the same processes.
 "$bin/llmux-bench" streams \
@@ -208,6 +211,20 @@ echo
 echo "answered by llmux (wrk): $answered; generation records of answered requests: $records"
 echo "(wrk stops counting at its deadline: requests answered in the last instant of each run are recorded but not counted, at most one per connection)"
 [ "$records" -ge "$answered" ] || { echo "records are missing"; exit 1; }
+
+# The streams again on a fresh llmux (same configuration and database): what they take
+# without what the non-streaming runs above left allocated (allocator caches, SQLite's page
+# caches, idle upstream connections).
+echo
+echo "Streams on a freshly started llmux:"
+LLMUX_LOG=warn "$bin/llmux" serve --config "$work/llmux.toml" >/dev/null 2>>"$work/llmux.log" &
+llmux_pid=$!
+pids+=($llmux_pid)
+wait_for_ports $llmux_port
+"$bin/llmux-bench" streams \
+    --llmux "http://127.0.0.1:$llmux_port" --direct "http://127.0.0.1:$sim_port" \
+    --key "$key" --pid "$llmux_pid" --http2-model minimax/minimax-m2.5
+kill -TERM "$llmux_pid"; wait "$llmux_pid" 2>/dev/null || true
 
 echo
 "$bin/llmux-bench" metering --database "sqlite://$work/metering.db" --records 200000
