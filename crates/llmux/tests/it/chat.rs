@@ -318,17 +318,7 @@ async fn client_disconnect_mid_stream_is_recorded_as_cancelled_and_billed() {
     }
     drop(resp);
     // The pipeline notices, stops the upstream and records what was produced.
-    let mut record = Value::Null;
-    for _ in 0..50 {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let r = gw
-            .get(&format!("/api/v1/generation?id={id}"), &key.key)
-            .await;
-        if r.status() == 200 {
-            record = r.json().await.unwrap();
-            break;
-        }
-    }
+    let record = gw.wait_for_generation(&id, &key.key).await;
     let d = &record["data"];
     assert_eq!(d["cancelled"], true, "{record}");
     let produced = d["tokens_completion"].as_u64().unwrap();
@@ -381,17 +371,7 @@ async fn a_slow_first_token_is_awaited_with_keepalive_comments() {
     let chunk = resp.chunk().await.unwrap().unwrap();
     assert!(chunk.starts_with(b": OPENROUTER PROCESSING"), "{chunk:?}");
     drop(resp);
-    let mut record = Value::Null;
-    for _ in 0..50 {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let r = gw
-            .get(&format!("/api/v1/generation?id={id}"), &key.key)
-            .await;
-        if r.status() == 200 {
-            record = r.json().await.unwrap();
-            break;
-        }
-    }
+    let record = gw.wait_for_generation(&id, &key.key).await;
     let d = &record["data"];
     assert_eq!(d["cancelled"], true, "{record}");
     assert_eq!(d["tokens_completion"], 0, "{record}");

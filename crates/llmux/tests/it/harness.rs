@@ -265,6 +265,19 @@ impl Gateway {
             .unwrap()
     }
 
+    /// `GET /api/v1/generation` for `id`, waiting up to five seconds for the record (of a
+    /// stream whose client left, written once the pipeline notices); `Value::Null` if none.
+    pub async fn wait_for_generation(&self, id: &str, key: &str) -> Value {
+        for _ in 0..50 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let r = self.get(&format!("/api/v1/generation?id={id}"), key).await;
+            if r.status() == 200 {
+                return r.json().await.unwrap();
+            }
+        }
+        Value::Null
+    }
+
     /// GET a public path (no key); the body as JSON.
     pub async fn get_public_json(&self, path: &str) -> Value {
         self.get_public(path).await.json().await.unwrap()

@@ -275,6 +275,14 @@ fn charged_record(key: &Key, id: &str, at_ms: i64, cost: i64) -> llmux::metering
     r
 }
 
+/// A gateway, a key with 5 credits on it, and the gateway's store opened beside it.
+async fn gateway_key_and_store() -> (Gateway, Key, llmux::storage::Store) {
+    let gw = Gateway::start("", "").await;
+    let key = gw.create_key("t", Some("5"));
+    let store = llmux::storage::Store::open(&gw.db_url()).await.unwrap();
+    (gw, key, store)
+}
+
 /// A batch written again (retried after a commit whose answer was lost, or a spool replayed
 /// after a crash) adds only its new records: each record, its charge and its share of the
 /// rollups count once.
@@ -282,9 +290,7 @@ fn charged_record(key: &Key, id: &str, at_ms: i64, cost: i64) -> llmux::metering
 async fn a_batch_written_again_counts_each_record_once() {
     use llmux::metering::rollup::Privacy;
 
-    let gw = Gateway::start("", "").await;
-    let key = gw.create_key("t", Some("5"));
-    let store = llmux::storage::Store::open(&gw.db_url()).await.unwrap();
+    let (_gw, key, store) = gateway_key_and_store().await;
     let now = llmux::clock::now_ms();
     let record = |id: &str| charged_record(&key, id, now, 1_000_000);
     let (a, b, c) = (record("gen-a"), record("gen-b"), record("gen-c"));
@@ -333,9 +339,7 @@ async fn a_batch_written_again_counts_each_record_once() {
 async fn a_large_batch_is_written_whole_in_statements_of_few_shapes() {
     use llmux::metering::rollup::Privacy;
 
-    let gw = Gateway::start("", "").await;
-    let key = gw.create_key("t", Some("5"));
-    let store = llmux::storage::Store::open(&gw.db_url()).await.unwrap();
+    let (_gw, key, store) = gateway_key_and_store().await;
     let now = llmux::clock::now_ms();
     let batch: Vec<_> = (0..701)
         .map(|i| charged_record(&key, &format!("gen-{i:04}"), now, 1_000 + i))
@@ -377,9 +381,7 @@ async fn a_large_batch_is_written_whole_in_statements_of_few_shapes() {
 async fn a_batch_across_midnight_charges_each_day_apart() {
     use llmux::metering::rollup::Privacy;
 
-    let gw = Gateway::start("", "").await;
-    let key = gw.create_key("t", Some("5"));
-    let store = llmux::storage::Store::open(&gw.db_url()).await.unwrap();
+    let (gw, key, store) = gateway_key_and_store().await;
     let day = 86_400_000;
     let midnight = llmux::clock::now_ms().div_euclid(day) * day;
     let batch = [
