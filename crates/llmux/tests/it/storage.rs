@@ -283,6 +283,24 @@ async fn gateway_key_and_store() -> (Gateway, Key, llmux::storage::Store) {
     (gw, key, store)
 }
 
+/// The model rollups of `model` (every period's), at least one.
+async fn model_rollups(
+    store: &llmux::storage::Store,
+    model: &str,
+) -> Vec<(
+    llmux::metering::rollup::ModelKey,
+    llmux::metering::rollup::Sums,
+)> {
+    let rollups = store.rollup_snapshot().await.unwrap();
+    let models: Vec<_> = rollups
+        .models
+        .into_iter()
+        .filter(|(k, _)| k.model == model)
+        .collect();
+    assert!(!models.is_empty(), "no rollups of {model}");
+    models
+}
+
 /// A batch written again (retried after a commit whose answer was lost, or a spool replayed
 /// after a crash) adds only its new records: each record, its charge and its share of the
 /// rollups count once.
@@ -316,14 +334,7 @@ async fn a_batch_written_again_counts_each_record_once() {
         (3, 2),
         "one charge entry for each batch's new records"
     );
-    let rollups = store.rollup_snapshot().await.unwrap();
-    let models: Vec<_> = rollups
-        .models
-        .iter()
-        .filter(|(k, _)| k.model == "openai/gpt-4o-mini")
-        .collect();
-    assert!(!models.is_empty());
-    for (k, sums) in models {
+    for (k, sums) in model_rollups(&store, "openai/gpt-4o-mini").await {
         assert_eq!(
             (sums.requests, sums.prompt, sums.completion),
             (3, 30, 15),
@@ -362,14 +373,7 @@ async fn a_large_batch_is_written_whole_in_statements_of_few_shapes() {
     let audit = store.audit().await.unwrap();
     assert!(audit.is_clean(), "{audit:?}");
     assert_eq!((audit.records, audit.charged_records), (701, 701));
-    let rollups = store.rollup_snapshot().await.unwrap();
-    let models: Vec<_> = rollups
-        .models
-        .iter()
-        .filter(|(k, _)| k.model == "openai/gpt-4o-mini")
-        .collect();
-    assert!(!models.is_empty());
-    for (k, sums) in models {
+    for (k, sums) in model_rollups(&store, "openai/gpt-4o-mini").await {
         assert_eq!(sums.requests, 701, "{k:?}");
     }
 }
