@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Backend, Store, flag, placeholders, statement_chunks};
-use crate::metering::rollup::{Deltas, Privacy};
+use crate::metering::rollup::{Deltas, Period, Privacy};
 use crate::metering::{Charge, GenerationRecord, ProviderResponse};
 use crate::money::Money;
 
@@ -74,15 +74,13 @@ struct ChargeEntry<'a> {
     first_at_ms: i64,
 }
 
-const DAY_MS: i64 = 86_400_000;
-
 impl<'a> BatchCharges<'a> {
     /// Count a record's charge in its entry; the entry's index.
     fn add(&mut self, c: &'a Charge, at_ms: i64) -> usize {
         let key = (
             c.account_id.as_str(),
             c.key_hash.as_str(),
-            at_ms.div_euclid(DAY_MS),
+            Period::Day.start(at_ms),
         );
         let i = match self.by_key.get(&key) {
             Some(&i) => i,
