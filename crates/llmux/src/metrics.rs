@@ -2,11 +2,11 @@
 //! as they are queued, so they match what was metered; endpoint health, circuit state and the
 //! metering queue are read at scrape time.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use hashbrown::HashTable;
 use parking_lot::RwLock;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -111,11 +111,17 @@ struct Series {
 
 const TOKEN_KINDS: [&str; 4] = ["prompt", "completion", "reasoning", "cached"];
 
-/// Series by the hash of their labels (looked up with borrowed labels, so without allocating).
+/// Series by their labels, looked up with borrowed labels (so without allocating).
 #[derive(Default)]
 struct SeriesCache {
-    map: RwLock<HashMap<u64, Vec<Arc<Series>>>>,
+    table: RwLock<HashTable<Arc<Series>>>,
     hasher: RandomState,
+}
+
+impl SeriesCache {
+    fn hash(&self, api_type: &str, model: &str, provider: &str, status: u16) -> u64 {
+        self.hasher.hash_one((api_type, model, provider, status))
+    }
 }
 
 impl Default for Metrics {
@@ -279,28 +285,19 @@ impl Metrics {
 
     /// The handles of one kind of request's series, made the first time it is seen.
     fn series(&self, api_type: &str, model: &str, provider: &str, status: u16) -> Arc<Series> {
-        let hash = self
-            .series
-            .hasher
-            .hash_one((api_type, model, provider, status));
+        let cache = &self.series;
+        let hash = cache.hash(api_type, model, provider, status);
         let is = |s: &Arc<Series>| {
             s.status == status
                 && s.api_type == api_type
                 && s.model == model
                 && s.provider == provider
         };
-        if let Some(s) = self
-            .series
-            .map
-            .read()
-            .get(&hash)
-            .and_then(|b| b.iter().find(|s| is(s)))
-        {
+        if let Some(s) = cache.table.read().find(hash, is) {
             return s.clone();
         }
-        let mut map = self.series.map.write();
-        let bucket = map.entry(hash).or_default();
-        if let Some(s) = bucket.iter().find(|s| is(s)) {
+        let mut table = cache.table.write();
+        if let Some(s) = table.find(hash, is) {
             return s.clone();
         }
         let s = Arc::new(Series {
@@ -323,7 +320,9 @@ impl Metrics {
             ttft: OnceLock::new(),
             attempts_ok: OnceLock::new(),
         });
-        bucket.push(s.clone());
+        table.insert_unique(hash, s.clone(), |s| {
+            cache.hash(&s.api_type, &s.model, &s.provider, s.status)
+        });
         s
     }
 
