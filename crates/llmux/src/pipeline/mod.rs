@@ -17,6 +17,7 @@ pub mod accounting;
 mod attempt;
 mod complete;
 pub mod embeddings;
+mod pipe;
 mod stream;
 
 use std::sync::Arc;
@@ -24,10 +25,9 @@ use std::time::Instant;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use llmux_protocol::canonical::ChatRequest;
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::billing::{Billing, KeyContext, RateUnit, Reservation, ReserveError};
 use crate::catalog::Catalog;
@@ -240,7 +240,7 @@ pub async fn reserve(
 /// What the driving task hands back to the HTTP handler.
 pub(crate) enum Head {
     Complete(Vec<u8>),
-    Stream(mpsc::Receiver<Bytes>),
+    Stream(pipe::PipeBody),
     Error(ApiError),
 }
 
@@ -330,15 +330,8 @@ pub async fn execute(
         Ok(Head::Complete(body)) => {
             ([(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
-        Ok(Head::Stream(rx)) => {
-            let body =
-                axum::body::Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
-                    let first = rx.recv().await?;
-                    Some((
-                        Ok::<_, std::convert::Infallible>(coalesce(first, &mut rx)),
-                        rx,
-                    ))
-                }));
+        Ok(Head::Stream(body)) => {
+            let body = axum::body::Body::new(body);
             (
                 [
                     (header::CONTENT_TYPE, "text/event-stream"),
@@ -355,26 +348,6 @@ pub async fn execute(
         Err(_) => ApiError::internal("the request was dropped").into_response(),
     };
     with_generation_id(response, &id)
-}
-
-/// Join the stream's pieces already waiting into one: when an upstream's events arrive
-/// together, the client gets them as one HTTP chunk instead of one each (each is a wake-up and
-/// a frame to decode on its side). Nothing waits for more.
-fn coalesce(first: Bytes, rx: &mut tokio::sync::mpsc::Receiver<Bytes>) -> Bytes {
-    const MAX: usize = 64 * 1024;
-    let Ok(second) = rx.try_recv() else {
-        return first;
-    };
-    let mut joined = bytes::BytesMut::with_capacity((first.len() + second.len()) * 2);
-    joined.extend_from_slice(&first);
-    joined.extend_from_slice(&second);
-    while joined.len() < MAX {
-        match rx.try_recv() {
-            Ok(more) => joined.extend_from_slice(&more),
-            Err(_) => break,
-        }
-    }
-    joined.freeze()
 }
 
 /// One request's state from routing on, owned by its driving task.

@@ -5,12 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use llmux_protocol::ProtocolError;
 use llmux_protocol::canonical::{ResponseBuilder, StreamEvent};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::attempt::{self, Failure};
+use super::pipe::{PipeBody, PipeSender, pipe};
 use super::{Head, Job, accounting};
 use crate::catalog::Model;
 use crate::inbound::StreamWriter;
@@ -20,15 +20,15 @@ use crate::router::Candidate;
 /// Where the client connection stands.
 struct Client {
     head: Option<oneshot::Sender<Head>>,
-    rx: Option<mpsc::Receiver<Bytes>>,
-    tx: mpsc::Sender<Bytes>,
+    body: Option<PipeBody>,
+    tx: PipeSender,
 }
 
 impl Client {
     /// Hand the response head to the HTTP handler (once): from now on bytes flow to the client.
     fn commit(&mut self) {
-        if let (Some(h), Some(rx)) = (self.head.take(), self.rx.take()) {
-            let _ = h.send(Head::Stream(rx));
+        if let (Some(h), Some(body)) = (self.head.take(), self.body.take()) {
+            let _ = h.send(Head::Stream(body));
         }
     }
 
@@ -48,7 +48,7 @@ impl Client {
     async fn send(&mut self, b: Vec<u8>) -> bool {
         let first = !self.committed();
         self.commit();
-        let sent = b.is_empty() || self.tx.send(Bytes::from(b)).await.is_ok();
+        let sent = b.is_empty() || self.tx.send(b).await;
         if first {
             // Let the connection write the first token out now: when the upstream's events
             // arrive together, this task would otherwise relay (and meter) all of them first.
@@ -160,10 +160,10 @@ enum End {
 }
 
 pub(crate) async fn drive(mut job: Box<Job>, head: oneshot::Sender<Head>) {
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, body) = pipe();
     let mut client = Client {
         head: Some(head),
-        rx: Some(rx),
+        body: Some(body),
         tx,
     };
     let keepalive = job.gw.config.stream_keepalive;
