@@ -14,6 +14,9 @@ fn offset_ms() -> i64 {
     })
 }
 
+/// Milliseconds in a UTC day (days, and so daily limits and rollups, start at midnight UTC).
+pub const DAY_MS: i64 = 86_400_000;
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     let real = SystemTime::now()

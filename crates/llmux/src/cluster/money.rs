@@ -278,7 +278,7 @@ impl Cluster {
     /// Check and hold everything a request needs, atomically for all nodes.
     pub async fn reserve(&self, a: &Ask<'_>) -> anyhow::Result<(Answer, HoldKeys)> {
         let keys = self.hold_keys(a);
-        let day = a.now_ms.div_euclid(86_400_000);
+        let day = a.now_ms.div_euclid(crate::clock::DAY_MS);
         let (limit_amount, limit_max) = match a.limit {
             Some((amount, max)) => (Some(amount), Some(max)),
             None => (None, None),
@@ -311,7 +311,7 @@ impl Cluster {
             .arg(opt(a.rpm))
             .arg(opt(a.tpm))
             .arg(opt(a.free))
-            .arg((day + 1) * 86_400_000)
+            .arg((day + 1) * crate::clock::DAY_MS)
             .arg(opt(a.limit_window_ttl.map(|d| d.as_millis())))
             .arg(opt(a.credits.map(|c| -c.0)))
             .arg(record)

@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 
 use super::GenerationRecord;
+use crate::clock::DAY_MS;
 
 const MS_PER_HOUR: i64 = 3_600_000;
-const MS_PER_DAY: i64 = 86_400_000;
 
 /// A bucket size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -46,11 +46,11 @@ impl Period {
     pub fn start(self, ms: i64) -> i64 {
         match self {
             Period::Hour => ms.div_euclid(MS_PER_HOUR) * MS_PER_HOUR,
-            Period::Day => ms.div_euclid(MS_PER_DAY) * MS_PER_DAY,
+            Period::Day => ms.div_euclid(DAY_MS) * DAY_MS,
             Period::Week => {
                 // Day 0 (1970-01-01) was a Thursday: Mondays are days ≡ 4 (mod 7).
-                let day = ms.div_euclid(MS_PER_DAY);
-                (day - (day - 4).rem_euclid(7)) * MS_PER_DAY
+                let day = ms.div_euclid(DAY_MS);
+                (day - (day - 4).rem_euclid(7)) * DAY_MS
             }
             Period::Month => {
                 let d = date_of(ms);
@@ -63,8 +63,8 @@ impl Period {
     pub fn next(self, start: i64) -> i64 {
         match self {
             Period::Hour => start + MS_PER_HOUR,
-            Period::Day => start + MS_PER_DAY,
-            Period::Week => start + 7 * MS_PER_DAY,
+            Period::Day => start + DAY_MS,
+            Period::Week => start + 7 * DAY_MS,
             Period::Month => {
                 let d = date_of(start);
                 let (y, m) = if d.month() == 12 {
@@ -81,8 +81,8 @@ impl Period {
     pub fn prev(self, start: i64) -> i64 {
         match self {
             Period::Hour => start - MS_PER_HOUR,
-            Period::Day => start - MS_PER_DAY,
-            Period::Week => start - 7 * MS_PER_DAY,
+            Period::Day => start - DAY_MS,
+            Period::Week => start - 7 * DAY_MS,
             Period::Month => Period::Month.start(start - 1),
         }
     }
@@ -118,7 +118,7 @@ pub fn end_date_string(period: Period, start: i64) -> String {
 
 /// Days between two day starts.
 pub fn days_between(from: i64, to: i64) -> i64 {
-    (to - from).div_euclid(MS_PER_DAY)
+    (to - from).div_euclid(DAY_MS)
 }
 
 /// `ms` plus whole days.

@@ -184,6 +184,9 @@ pub async fn reserve(
     limit: Money,
     free: bool,
 ) -> Result<Reservation, ApiError> {
+    if free && gw.cluster.is_none() {
+        gw.billing.count_free_today(key).await;
+    }
     let attempt = || async {
         match &gw.cluster {
             // Several nodes: the cluster decides, for all of them at once.

@@ -46,7 +46,7 @@ fn window(start_date: Option<&str>, end_date: Option<&str>) -> Result<(i64, i64)
     };
     let end = match end_date.filter(|s| !s.is_empty()) {
         Some(d) => day("end_date", d)?,
-        None => Period::Day.start(crate::clock::now_ms()) - 86_400_000,
+        None => Period::Day.start(crate::clock::now_ms()) - crate::clock::DAY_MS,
     };
     let start = match start_date.filter(|s| !s.is_empty()) {
         Some(d) => day("start_date", d)?,
@@ -55,7 +55,7 @@ fn window(start_date: Option<&str>, end_date: Option<&str>) -> Result<(i64, i64)
     if start > end {
         return Err(invalid("start_date is after end_date"));
     }
-    if end - start > 3 * 366 * 86_400_000 {
+    if end - start > 3 * 366 * crate::clock::DAY_MS {
         return Err(invalid("the window may span at most three years"));
     }
     Ok((start, end))

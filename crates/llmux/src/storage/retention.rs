@@ -57,7 +57,7 @@ impl Store {
             }
         }
         if let Some(days) = retention_days {
-            let cutoff = now - i64::from(days) * 86_400_000;
+            let cutoff = now - i64::from(days) * crate::clock::DAY_MS;
             match self.backend() {
                 Backend::Postgres => {
                     for (name, end) in self.partitions().await? {

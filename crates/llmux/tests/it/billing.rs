@@ -136,6 +136,114 @@ async fn a_key_limit_admits_exactly_its_worth() {
     assert_eq!(dec(&info["data"]["usage_daily"].to_string()), limit);
 }
 
+/// A key without a limit is loaded without reading its records; given a limit later (here
+/// after a restart, so none of its spending is in the process's memory), what it spent in
+/// the window before counts against it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_limit_set_later_counts_what_the_key_spent_before() {
+    let (mut gw, _sim) = gateway("").await;
+    let out = gw.cli(&[
+        "keys",
+        "create",
+        "--name",
+        "admin",
+        "--management",
+        "--json",
+    ]);
+    let admin: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mk = admin["key"].as_str().unwrap().to_string();
+    let created: Value = gw
+        .post("/api/v1/keys", &mk, &json!({"name": "worker"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let worker = created["key"].as_str().unwrap().to_string();
+    let hash = created["data"]["hash"].as_str().unwrap().to_string();
+    let chat = echo_request();
+    for run in 0..2 {
+        if run > 0 {
+            assert!(gw.terminate().success());
+            gw.restart().await;
+        }
+        // Four requests, then one after the restart: no limit yet.
+        for _ in 0..[4, 1][run] {
+            let r = gw.post("/api/v1/chat/completions", &worker, &chat).await;
+            assert_eq!(r.status(), 200);
+        }
+    }
+
+    // Worth three requests a day: five were made today.
+    let limit = one_request_cost() * rust_decimal::Decimal::from(3);
+    let r = gw
+        .http
+        .patch(gw.url(&format!("/api/v1/keys/{hash}")))
+        .bearer_auth(&mk)
+        .json(&json!({"limit": limit.to_string().parse::<f64>().unwrap(), "limit_reset": "daily"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The running gateway picks the change up (within its sync interval).
+    let mut seen = false;
+    for _ in 0..100 {
+        let k: Value = gw.get("/api/v1/key", &worker).await.json().await.unwrap();
+        if !k["data"]["limit"].is_null() {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "the new limit reached the gateway");
+    let r = gw.post("/api/v1/chat/completions", &worker, &chat).await;
+    assert_eq!(r.status(), 403, "five requests' worth spent today");
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Key limit exceeded"),
+        "{v}"
+    );
+}
+
+/// Free-model requests per day count the day's requests of earlier runs: the first free
+/// request after a restart reads them from the records.
+#[tokio::test(flavor = "multi_thread")]
+async fn free_requests_per_day_count_across_restarts() {
+    let sim = sim().await;
+    let rest = format!(
+        "{}{}",
+        provider("simco", &format!("{}/v1", sim.base_url()), ""),
+        endpoint("z-ai/glm-4.6", "simco", "m", "0", "0", "")
+    );
+    let mut gw = Gateway::start("", &rest).await;
+    let key = gw.create_key("free", None);
+    let free = json!({"model": "z-ai/glm-4.6:free", "max_tokens": K,
+                      "messages": [{"role": "user", "content": "echo: free"}]});
+    // 20 a minute at most: two runs of 20 (the minute's window is per process), then 10.
+    for (run, n) in [20, 20, 10].into_iter().enumerate() {
+        if run > 0 {
+            assert!(gw.terminate().success());
+            gw.restart().await;
+        }
+        for _ in 0..n {
+            let r = gw.post("/api/v1/chat/completions", &key.key, &free).await;
+            assert_eq!(r.status(), 200, "run {run}");
+        }
+    }
+    let r = gw.post("/api/v1/chat/completions", &key.key, &free).await;
+    assert_eq!(r.status(), 429, "the 51st free request of the day");
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("50 free-model requests per day"),
+        "{v}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limits_admit_r_per_minute_with_headers() {
     let (gw, _sim) = gateway("").await;

@@ -16,6 +16,7 @@ use super::key::KeyUsageReport;
 use crate::billing::KeyContext;
 use crate::billing::admin::{self, KeySpec};
 use crate::billing::byok::ByokMode;
+use crate::clock::DAY_MS;
 use crate::money::Money;
 use crate::pipeline::Gateway;
 use crate::server::auth;
@@ -289,8 +290,6 @@ pub async fn credits(
         "balance": credited.saturating_sub(used).to_string(),
     }})))
 }
-
-const DAY_MS: i64 = 86_400_000;
 
 /// `GET /activity?date=YYYY-MM-DD&api_key_hash=...`: per day, model and provider over the last
 /// 30 completed UTC days (or one of them). A management key sees its account; an inference

@@ -208,7 +208,7 @@ pub async fn one(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Resp
         .await
     {
         for (start, model, tokens, requests) in rows {
-            let i = ((start - first) / 86_400_000) as usize;
+            let i = ((start - first) / crate::clock::DAY_MS) as usize;
             if let Some(v) = per_variant
                 .entry(model)
                 .or_insert_with(|| vec![0.0; days.len()])
