@@ -143,6 +143,7 @@ pub fn start(listener: std::net::TcpListener, app: Router, n: usize) -> io::Resu
                         }
                     };
                     let _ = ready.send(Ok(()));
+                    tokio::spawn(keep_a_timer_due());
                     let serving = async {
                         let me = Thread {
                             index: i - 1,
@@ -343,6 +344,20 @@ impl Thread {
 async fn opens_with_http1(tcp: &TcpStream) -> bool {
     let mut start = [0u8; 3];
     matches!(tcp.peek(&mut start).await, Ok(3) if &start != b"PRI")
+}
+
+/// Keep a timer due within a second on this thread, for as long as it serves. tokio's time
+/// driver wakes its own thread (a write to its eventfd, then one more round of `epoll_wait`)
+/// whenever a timer is set to fire before every pending one (tokio-rs/tokio#5207): with few
+/// requests in flight that was every request, for its first-token, keep-alive and upstream
+/// timeouts (one `write(2)` per request at one connection, `strace`). With this timer pending,
+/// those (a second or more away) are set without waking anything.
+async fn keep_a_timer_due() {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+    }
 }
 
 /// As hyper's and axum's servers do: a connection reset before it was accepted is nothing;
