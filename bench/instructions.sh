@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Instructions per request: llmux binaries under valgrind's callgrind, each answering the same
+# non-streamed requests one at a time (configuration as in bench/ab.sh: a real key, metering,
+# the spool, SQLite). Time moves by ±30% with this machine's other tenants; the count of
+# instructions does not, so a change of 1% shows (user space only: the kernel's share, a
+# third of the time at one connection, is not counted).
+#
+#   bench/instructions.sh /tmp/llmux-before target/release/llmux
+#   DURATION=30 TOP=25 bench/instructions.sh A B
+#
+# Prints, per binary: instructions per request (all threads), then the heaviest of llmux's own
+# functions, inclusive, per request. Needs: valgrind, wrk, nginx.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 1 ] || { echo "usage: bench/instructions.sh BINARY [BINARY...]"; exit 2; }
+for tool in valgrind callgrind_annotate callgrind_control wrk nginx; do
+    command -v "$tool" >/dev/null || { echo "$tool is needed (apt-get install valgrind wrk nginx)"; exit 1; }
+done
+for b in "$@"; do [ -x "$b" ] || { echo "$b is not an executable"; exit 1; }; done
+duration="${DURATION:-15}"; top="${TOP:-15}"
+
+source bench/lib.sh
+
+static_port=18541; llmux_port=18543
+require_free_ports $static_port $llmux_port
+
+body=$(tr -d '\n' < bench/gateway/upstream.json)
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $work;
+    server {
+        listen 127.0.0.1:$static_port;
+        location / { default_type application/json; return 200 '$body'; }
+    }
+}
+CONF
+nginx -c "$work/nginx.conf" -p "$work" &
+pids+=($!)
+wait_for_ports $static_port
+
+cat > "$work/llmux.toml" <<CONF
+[server]
+listen = "127.0.0.1:$llmux_port"
+database = "sqlite://$work/llmux.db"
+data_dir = "$work/data"
+
+[[providers]]
+slug = "static"
+api = "openai"
+base_url = "http://127.0.0.1:$static_port/v1"
+
+[[endpoints]]
+model = "openai/gpt-4o-mini"
+provider = "static"
+upstream_model = "gpt-4o-mini"
+pricing = { prompt = "0.15", completion = "0.6" }
+CONF
+key=$("$1" keys create --name instructions --config "$work/llmux.toml" --json | sed -n 's/^ *"key": *"\([^"]*\)".*/\1/p')
+[ -n "$key" ] || { echo "could not create a key"; exit 1; }
+export WRK_KEY=$key WRK_MODEL=openai/gpt-4o-mini
+url="http://127.0.0.1:$llmux_port/api/v1/chat/completions"
+
+i=0
+for b in "$@"; do
+    i=$((i + 1))
+    out="$work/callgrind.$i"
+    LLMUX_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
+        "$b" serve --config "$work/llmux.toml" >/dev/null 2>>"$work/valgrind.log" &
+    pid=$!
+    # Under valgrind, starting takes seconds.
+    for _ in $(seq 600); do listening $llmux_port && break; sleep 0.1; done
+    listening $llmux_port || { echo "$b did not start under valgrind"; tail "$work/valgrind.log"; exit 1; }
+    # Warm up (connections, caches, the first requests' one-time work), then count from zero.
+    wrk -t1 -c1 -d3s -s bench/gateway/post.lua "$url" >/dev/null
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    result=$(wrk -t1 -c1 -d"${duration}s" -s bench/gateway/post.lua "$url")
+    n=$(awk '/requests in/ {print $1}' <<<"$result")
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+    # The dump asked for above is the file numbered .1 (the one written at exit is the rest).
+    profile="$out.1"
+    [ -s "$profile" ] || { echo "no profile from $b"; exit 1; }
+    total=$(callgrind_annotate "$profile" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    echo
+    echo "$b: $n requests, $((total / n)) instructions per request (all threads)"
+    echo "  llmux's heaviest functions, inclusive, instructions per request:"
+    callgrind_annotate --inclusive=yes "$profile" 2>/dev/null \
+        | awk -v n="$n" -v top="$top" '
+            /\/crates\/llmux(-protocol)?\/src\/.*:llmux/ && !/\{\{closure\}\}|=>|</ {
+                gsub(",", "", $1); name = $0; sub(/^.*:llmux/, "llmux", name); sub(/ \[.*$/, "", name)
+                if (!(name in seen) && shown < top) { seen[name] = 1; shown++; printf "  %9d  %s\n", $1 / n, name }
+            }'
+done
