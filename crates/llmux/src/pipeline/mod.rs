@@ -74,7 +74,7 @@ pub struct RequestMeta {
 }
 
 /// A header's value as text, at most 512 characters of it.
-fn header_string(h: &HeaderMap, name: &str) -> Option<String> {
+fn header_string(h: &HeaderMap, name: &HeaderName) -> Option<String> {
     let s = h.get(name)?.to_str().ok()?;
     if s.is_empty() {
         return None;
@@ -83,19 +83,34 @@ fn header_string(h: &HeaderMap, name: &str) -> Option<String> {
     Some(s[..s.len().min(512)].to_string())
 }
 
+/// The headers a request's metadata comes from, as names already parsed: looking one up by
+/// its text parses the name first (about 300 instructions a lookup, nine lookups a request).
+mod names {
+    use axum::http::HeaderName;
+
+    pub const HTTP_REFERER: HeaderName = HeaderName::from_static("http-referer");
+    pub const OPENROUTER_TITLE: HeaderName = HeaderName::from_static("x-openrouter-title");
+    pub const TITLE: HeaderName = HeaderName::from_static("x-title");
+    pub const SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
+    pub const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
+    pub const OPENROUTER_METADATA: HeaderName = HeaderName::from_static("x-openrouter-metadata");
+    pub const LLMUX_METADATA: HeaderName = HeaderName::from_static("x-llmux-metadata");
+}
+
 impl RequestMeta {
     pub fn from_headers(h: &HeaderMap) -> Self {
         Self {
             received: Instant::now(),
             received_ms: crate::clock::now_ms(),
-            app_referer: header_string(h, "http-referer").or_else(|| header_string(h, "referer")),
-            app_title: header_string(h, "x-openrouter-title")
-                .or_else(|| header_string(h, "x-title")),
-            user_agent: header_string(h, "user-agent"),
-            session_id: header_string(h, "x-session-id"),
-            anthropic_beta: header_string(h, "anthropic-beta"),
-            want_metadata: ["x-openrouter-metadata", "x-llmux-metadata"]
-                .iter()
+            app_referer: header_string(h, &names::HTTP_REFERER)
+                .or_else(|| header_string(h, &header::REFERER)),
+            app_title: header_string(h, &names::OPENROUTER_TITLE)
+                .or_else(|| header_string(h, &names::TITLE)),
+            user_agent: header_string(h, &header::USER_AGENT),
+            session_id: header_string(h, &names::SESSION_ID),
+            anthropic_beta: header_string(h, &names::ANTHROPIC_BETA),
+            want_metadata: [&names::OPENROUTER_METADATA, &names::LLMUX_METADATA]
+                .into_iter()
                 .any(|n| header_string(h, n).is_some_and(|v| v.eq_ignore_ascii_case("enabled"))),
         }
     }
