@@ -25,43 +25,9 @@ source bench/lib.sh
 static_port=18521; llmux_port=18523
 require_free_ports $static_port $llmux_port
 
-body=$(tr -d '\n' < bench/gateway/upstream.json)
-cat > "$work/nginx.conf" <<CONF
-worker_processes auto;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 16384; }
-http {
-    access_log off;
-    client_body_temp_path $work;
-    server {
-        listen 127.0.0.1:$static_port;
-        location / { default_type application/json; return 200 '$body'; }
-    }
-}
-CONF
-nginx -c "$work/nginx.conf" -p "$work" &
-pids+=($!)
+start_static_upstream $static_port nginx
 wait_for_ports $static_port
-
-cat > "$work/llmux.toml" <<CONF
-[server]
-listen = "127.0.0.1:$llmux_port"
-database = "sqlite://$work/llmux.db"
-data_dir = "$work/data"
-
-[[providers]]
-slug = "static"
-api = "openai"
-base_url = "http://127.0.0.1:$static_port/v1"
-
-[[endpoints]]
-model = "openai/gpt-4o-mini"
-provider = "static"
-upstream_model = "gpt-4o-mini"
-pricing = { prompt = "0.15", completion = "0.6" }
-CONF
+static_llmux_config "$work/llmux.toml" $llmux_port "sqlite://$work/llmux.db" "$work/data" $static_port
 key=$("$1" keys create --name ab --config "$work/llmux.toml" --json | sed -n 's/^ *"key": *"\([^"]*\)".*/\1/p')
 [ -n "$key" ] || { echo "could not create a key"; exit 1; }
 export WRK_KEY=$key WRK_MODEL=openai/gpt-4o-mini

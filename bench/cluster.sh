@@ -31,25 +31,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 static_port=18511; alone_port=18512; cluster_port=18513; redis_port=18519
 require_free_ports $static_port $alone_port $cluster_port $redis_port
 
-body=$(tr -d '\n' < bench/gateway/upstream.json)
-mkdir -p "$work/nginx"
-cat > "$work/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work/nginx;
-    server {
-        listen 127.0.0.1:$static_port;
-        location / { default_type application/json; return 200 '$body'; }
-    }
-}
-CONF
-nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
-pids+=($!)
+start_static_upstream $static_port nginx 1
 redis-server --port $redis_port --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
 pids+=($!)
 
@@ -59,25 +41,7 @@ for db in llmux_bench_alone llmux_bench_cluster; do
 done
 
 config() { # name port database [cluster section]
-    cat > "$work/$1.toml" <<CONF
-[server]
-listen = "127.0.0.1:$2"
-database = "$3"
-data_dir = "$work/$1"
-
-$4
-
-[[providers]]
-slug = "static"
-api = "openai"
-base_url = "http://127.0.0.1:$static_port/v1"
-
-[[endpoints]]
-model = "openai/gpt-4o-mini"
-provider = "static"
-upstream_model = "gpt-4o-mini"
-pricing = { prompt = "0.15", completion = "0.6" }
-CONF
+    static_llmux_config "$work/$1.toml" "$2" "$3" "$work/$1" $static_port "${4:-}"
 }
 config alone $alone_port "$pg/llmux_bench_alone" ""
 config cluster $cluster_port "$pg/llmux_bench_cluster" "[cluster]

@@ -30,3 +30,52 @@ wait_for_ports() {
         listening "$port" || { echo "nothing listens on port $port"; return 1; }
     done
 }
+
+# nginx answering every request with bench/gateway/upstream.json (a fixed OpenAI chat
+# completion) on 127.0.0.1:PORT, from $work/NAME: the upstream the benchmarks measure against.
+start_static_upstream() { # port name [worker_processes]
+    local body
+    body=$(tr -d '\n' < bench/gateway/upstream.json)
+    mkdir -p "$work/$2"
+    cat > "$work/$2/nginx.conf" <<CONF
+worker_processes ${3:-auto};
+daemon off;
+pid $work/$2/nginx.pid;
+error_log $work/$2/error.log warn;
+events { worker_connections 16384; }
+http {
+    access_log off;
+    client_body_temp_path $work/$2;
+    server {
+        listen 127.0.0.1:$1;
+        location / { default_type application/json; return 200 '$body'; }
+    }
+}
+CONF
+    nginx -c "$work/$2/nginx.conf" -p "$work/$2" &
+    pids+=($!)
+}
+
+# An llmux configuration serving openai/gpt-4o-mini from that upstream (TOML in EXTRA, a
+# [cluster] section, goes after [server]).
+static_llmux_config() { # file listen_port database data_dir upstream_port [extra]
+    cat > "$1" <<CONF
+[server]
+listen = "127.0.0.1:$2"
+database = "$3"
+data_dir = "$4"
+
+${6:-}
+
+[[providers]]
+slug = "static"
+api = "openai"
+base_url = "http://127.0.0.1:$5/v1"
+
+[[endpoints]]
+model = "openai/gpt-4o-mini"
+provider = "static"
+upstream_model = "gpt-4o-mini"
+pricing = { prompt = "0.15", completion = "0.6" }
+CONF
+}

@@ -419,7 +419,7 @@ impl Billing {
         let account = self.account(&row.account_id).await.map_err(storage)?;
         let usage = Arc::new(KeyUsage::default());
         // What the key spent in its window is read from its records only if it has a limit
-        // (a key given one later is read then, in `sync_once`): summing every record of a
+        // (a key given one later is read then, in `apply_key_rows`): summing every record of a
         // key without a lifetime window took 76 ms on 45,000 records, and every key's first
         // request after a restart waited behind it. Free-model requests are counted on the
         // key's first free-model request (`count_free_today`).

@@ -191,7 +191,8 @@ pub fn reject(
 
 /// Hold the worst case of a request (see [`crate::billing::Billing::reserve`]), turning a
 /// refusal into the client's error. Before refusing for lack of credits, changes made
-/// elsewhere are picked up, so a top-up is usable at once.
+/// elsewhere are picked up, so a top-up is usable at once. A key's first free-model request
+/// on this node first counts the day's earlier ones, from the records.
 pub async fn reserve(
     gw: &Gateway,
     key: &KeyContext,
