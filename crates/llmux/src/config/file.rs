@@ -43,6 +43,10 @@ pub struct ServerSection {
     /// While a stream waits for its first token, an SSE comment is sent this often (default
     /// 3000 ms), so clients with short read timeouts do not give up.
     pub stream_keepalive_ms: Option<u64>,
+    /// A streamed answer's client that takes none of it for this long (default 60000 ms, as
+    /// nginx's `send_timeout`) is treated as gone: the upstream is stopped, what was produced
+    /// is billed, and the connection is closed.
+    pub stream_send_timeout_ms: Option<u64>,
     /// Threads serving requests, each running its connections start to finish (default: one
     /// per core).
     pub threads: Option<usize>,

@@ -23,6 +23,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// While a stream waits for its first token, send an SSE comment this often.
     pub stream_keepalive: Duration,
+    /// A streamed answer's client that takes none of it for this long is treated as gone.
+    pub stream_send_timeout: Duration,
     /// Serving threads ([`crate::server::workers`]).
     pub threads: usize,
     pub metering: MeteringSettings,
@@ -162,6 +164,9 @@ impl Config {
             data_dir,
             max_body_bytes: s.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
             stream_keepalive: Duration::from_millis(s.stream_keepalive_ms.unwrap_or(3000).max(100)),
+            stream_send_timeout: Duration::from_millis(
+                s.stream_send_timeout_ms.unwrap_or(60_000).max(100),
+            ),
             threads: match s.threads {
                 Some(n @ 1..=1024) => n,
                 Some(n) => bail!("server.threads must be between 1 and 1024, not {n}"),

@@ -5,9 +5,10 @@
 //! open stream (tokio's channels allocate their slots 32 at a time). Bytes sent while the
 //! connection is still writing earlier ones join them, so events arriving together reach the
 //! client as one write; past [`MAX_PENDING`] the sender waits for the connection
-//! (back-pressure from a slow client).
+//! (back-pressure from a slow client). A sender that gives up on the client
+//! ([`PipeSender::abort`]) ends the body with an error, which makes the server close the
+//! connection rather than go on writing what is pending.
 
-use std::convert::Infallible;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub(crate) const MAX_PENDING: usize = 64 * 1024;
 struct State {
     pending: Vec<u8>,
     sender_gone: bool,
+    /// The sender gave up on the client: the body ends with an error.
+    aborted: bool,
     body_gone: bool,
     /// The connection, waiting for bytes.
     body_waker: Option<Waker>,
@@ -81,6 +84,30 @@ impl PipeSender {
     }
 }
 
+impl PipeSender {
+    /// Give up on the client: what is pending is dropped and the body ends with an error.
+    pub(crate) fn abort(self) {
+        let mut s = self.0.lock();
+        s.aborted = true;
+        s.pending = Vec::new();
+        if let Some(w) = s.body_waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// Why a stream's body ended early: its client took nothing for too long.
+#[derive(Debug)]
+pub(crate) struct ClientTooSlow;
+
+impl std::fmt::Display for ClientTooSlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the client took none of the stream for too long")
+    }
+}
+
+impl std::error::Error for ClientTooSlow {}
+
 impl Drop for PipeSender {
     fn drop(&mut self) {
         let mut s = self.0.lock();
@@ -96,13 +123,16 @@ pub(crate) struct PipeBody(Arc<Mutex<State>>);
 
 impl Body for PipeBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = ClientTooSlow;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientTooSlow>>> {
         let mut s = self.0.lock();
+        if s.aborted {
+            return Poll::Ready(Some(Err(ClientTooSlow)));
+        }
         if !s.pending.is_empty() {
             let b = std::mem::take(&mut s.pending);
             if let Some(w) = s.sender_waker.take() {
@@ -119,7 +149,7 @@ impl Body for PipeBody {
 
     fn is_end_stream(&self) -> bool {
         let s = self.0.lock();
-        s.sender_gone && s.pending.is_empty()
+        s.sender_gone && !s.aborted && s.pending.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -175,6 +205,15 @@ mod tests {
             body.frame().await.unwrap().unwrap().into_data().unwrap(),
             "more"
         );
+    }
+
+    #[tokio::test]
+    async fn an_aborted_stream_ends_with_an_error_not_its_pending_bytes() {
+        let (mut tx, mut body) = pipe();
+        assert!(tx.send(b"data: 1\n\n".to_vec()).await);
+        tx.abort();
+        assert!(!body.is_end_stream());
+        assert!(body.frame().await.unwrap().is_err());
     }
 
     #[tokio::test]

@@ -21,7 +21,10 @@ use crate::router::Candidate;
 struct Client {
     head: Option<oneshot::Sender<Head>>,
     body: Option<PipeBody>,
-    tx: PipeSender,
+    /// `None` once the client is given up on.
+    tx: Option<PipeSender>,
+    /// How long a send may wait for the client to take what is pending.
+    send_timeout: Duration,
 }
 
 impl Client {
@@ -38,17 +41,33 @@ impl Client {
 
     /// Resolves when the client is gone.
     async fn gone(&mut self) {
-        match self.head.as_mut() {
-            Some(h) => h.closed().await,
-            None => self.tx.closed().await,
+        match (self.head.as_mut(), &self.tx) {
+            (Some(h), _) => h.closed().await,
+            (None, Some(tx)) => tx.closed().await,
+            (None, None) => {}
         }
     }
 
-    /// Send bytes; false if the client is gone.
+    /// Send bytes; false if the client is gone, or took none of what was pending for the
+    /// send timeout (a client that stops reading would otherwise hold the upstream stream,
+    /// and its reservation, for as long as it keeps the connection open).
     async fn send(&mut self, b: Vec<u8>) -> bool {
         let first = !self.committed();
         self.commit();
-        let sent = b.is_empty() || self.tx.send(b).await;
+        let Some(tx) = self.tx.as_mut() else {
+            return false;
+        };
+        let sent = b.is_empty()
+            || match tokio::time::timeout(self.send_timeout, tx.send(b)).await {
+                Ok(sent) => sent,
+                Err(_) => {
+                    tracing::debug!("a stream's client took nothing for {:?}", self.send_timeout);
+                    if let Some(tx) = self.tx.take() {
+                        tx.abort();
+                    }
+                    false
+                }
+            };
         if first {
             // Let the connection write the first token out now: when the upstream's events
             // arrive together, this task would otherwise relay (and meter) all of them first.
@@ -164,7 +183,8 @@ pub(crate) async fn drive(mut job: Box<Job>, head: oneshot::Sender<Head>) {
     let mut client = Client {
         head: Some(head),
         body: Some(body),
-        tx,
+        tx: Some(tx),
+        send_timeout: job.gw.config.stream_send_timeout,
     };
     let keepalive = job.gw.config.stream_keepalive;
     let plan = std::mem::take(&mut job.plan.routes);
@@ -308,7 +328,7 @@ async fn relay(mut job: Box<Job>, mut client: Client, model: &Model, c: &Candida
         }
         let next = tokio::select! {
             r = reader.next(e.provider.idle_timeout) => r,
-            _ = client.tx.closed() => { end = End::Cancelled; break; }
+            _ = client.gone() => { end = End::Cancelled; break; }
         };
         match next {
             Ok(Some(sse)) => match decoder

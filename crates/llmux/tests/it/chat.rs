@@ -378,6 +378,43 @@ async fn a_slow_first_token_is_awaited_with_keepalive_comments() {
     assert_eq!(d["total_cost"].as_f64(), Some(0.0), "{record}");
 }
 
+/// A client that stops reading a stream (and keeps its connection open) is given up on after
+/// `stream_send_timeout_ms`: the upstream stops, what was produced is billed, and the
+/// connection is closed rather than held.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_is_given_up_on() {
+    let sim = sim().await;
+    let rest = format!(
+        "{}{}",
+        provider("fast", &format!("{}/v1", sim.base_url()), ""),
+        // Far more than the sockets' buffers hold between the two ends (megabytes).
+        endpoint(MODEL, "fast", "m+tokens=300000", "1", "1", ""),
+    );
+    let gw = Gateway::start("stream_send_timeout_ms = 300", &rest).await;
+    let key = gw.create_key("t", None);
+    let body =
+        json!({"model": MODEL, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let resp = gw.post("/api/v1/chat/completions", &key.key, &body).await;
+    assert_eq!(resp.status(), 200);
+    let id = resp.headers()["x-generation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    // Nothing of the body is read: the buffers fill, and llmux waits for the client.
+    let record = gw.wait_for_generation(&id, &key.key).await;
+    let d = &record["data"];
+    assert_eq!(d["cancelled"], true, "{record}");
+    let produced = d["tokens_completion"].as_u64().unwrap();
+    assert!(produced > 0 && produced < 300_000, "{record}");
+    assert!(d["total_cost"].as_f64().unwrap() > 0.0, "{record}");
+    // The connection was closed: reading what the buffers held ends, without the stream's
+    // end, instead of waiting.
+    let rest = tokio::time::timeout(std::time::Duration::from_secs(20), resp.bytes())
+        .await
+        .expect("the connection is closed, not held");
+    assert!(rest.is_err(), "the stream was cut, not finished");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn catalog_endpoints_speak_openrouter_shapes() {
     let (gw, _sim) = gateway_with_sim("").await;
