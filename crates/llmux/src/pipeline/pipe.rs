@@ -82,9 +82,7 @@ impl PipeSender {
         })
         .await
     }
-}
 
-impl PipeSender {
     /// Give up on the client: what is pending is dropped and the body ends with an error.
     pub(crate) fn abort(self) {
         let mut s = self.0.lock();
