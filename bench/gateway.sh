@@ -11,7 +11,7 @@
 # table) drives each path at 1, 32 and 256 connections. Then: streaming (time to first token
 # added, per-chunk cost on long streams, 10,000 concurrent slow streams), metering throughput,
 # then the streams again on a freshly started llmux. Needs: wrk, nginx, sqlite3 (apt-get install
-# wrk nginx sqlite3).
+# wrk nginx sqlite3); metering is measured on PostgreSQL too where one answers (psql).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -228,3 +228,15 @@ kill -TERM "$llmux_pid"; wait "$llmux_pid" 2>/dev/null || true
 
 echo
 "$bin/llmux-bench" metering --database "sqlite://$work/metering.db" --records 200000
+# The same on PostgreSQL, where one answers (PGURL, by default the local one, as in
+# bench/cluster.sh): a database of its own, dropped after.
+pg="${PGURL:-postgres://postgres@127.0.0.1:5432}"
+pg_db=llmux_bench_metering
+if command -v psql >/dev/null && psql -q "$pg/postgres" -c "SELECT 1" >/dev/null 2>&1; then
+    psql -q "$pg/postgres" -c "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null 2>&1 || true
+    psql -q "$pg/postgres" -c "CREATE DATABASE $pg_db" >/dev/null
+    "$bin/llmux-bench" metering --database "$pg/$pg_db" --records 200000
+    psql -q "$pg/postgres" -c "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null 2>&1 || true
+else
+    echo "metering on PostgreSQL: skipped (nothing answers at $pg; set PGURL)"
+fi
