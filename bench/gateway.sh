@@ -11,7 +11,8 @@
 # table) drives each path at 1, 32 and 256 connections. Then: streaming (time to first token
 # added, per-chunk cost on long streams, 10,000 concurrent slow streams), metering throughput,
 # then the streams again on a freshly started llmux. Needs: wrk, nginx, sqlite3 (apt-get install
-# wrk nginx sqlite3); metering is measured on PostgreSQL too where one answers (psql).
+# wrk nginx sqlite3); metering is measured on PostgreSQL too where one answers (psql). It ends
+# with the performance issue's four targets, each checked against this run's figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -202,7 +203,7 @@ fi
 # Streams and metering, measured by llmux-bench against the same processes.
 "$bin/llmux-bench" streams \
     --llmux "http://127.0.0.1:$llmux_port" --direct "http://127.0.0.1:$sim_port" \
-    --key "$key" --pid "$llmux_pid" --http2-model minimax/minimax-m2.5
+    --key "$key" --pid "$llmux_pid" --http2-model minimax/minimax-m2.5 | tee "$work/streams-loaded.txt"
 
 # Every answered request is one generation record (counted after a graceful stop).
 kill -TERM "$llmux_pid"; wait "$llmux_pid" 2>/dev/null || true
@@ -223,7 +224,7 @@ pids+=($llmux_pid)
 wait_for_ports $llmux_port
 "$bin/llmux-bench" streams \
     --llmux "http://127.0.0.1:$llmux_port" --direct "http://127.0.0.1:$sim_port" \
-    --key "$key" --pid "$llmux_pid" --http2-model minimax/minimax-m2.5
+    --key "$key" --pid "$llmux_pid" --http2-model minimax/minimax-m2.5 | tee "$work/streams-fresh.txt"
 kill -TERM "$llmux_pid"; wait "$llmux_pid" 2>/dev/null || true
 
 echo
@@ -240,3 +241,23 @@ if command -v psql >/dev/null && psql -q "$pg/postgres" -c "SELECT 1" >/dev/null
 else
     echo "metering on PostgreSQL: skipped (nothing answers at $pg; set PGURL)"
 fi
+
+# The issue's targets, checked against this run's figures.
+ttft() { sed -n 's/^time to first token.* added \([-0-9]*\) us.*/\1/p' "$1"; }
+streams_mb() { sed -n 's/^[0-9]* concurrent slow streams, HTTP\/2 upstream.*llmux RSS \([0-9]*\) MB.*/\1/p' "$1"; }
+verdict() { awk -v ok="$1" 'BEGIN { print (ok ? "met" : "not met") }'; }
+echo
+echo "The targets, in this run:"
+if [ -n "${rps[llmux,32]:-}" ]; then
+    r=$(awk -v l="${rps[llmux,32]}" -v n="${rps[nginx,32]}" 'BEGIN { printf "%.2f", l / n }')
+    echo "1. c=32 throughput, llmux / nginx: $r (at least 0.5; the goal 0.8): $(verdict "$(awk -v r="$r" 'BEGIN { print (r >= 0.5) }')")"
+fi
+if [ -n "${p50[direct,1]:-}" ]; then
+    d=$(us "${p50[direct,1]}"); n=$(us "${p50[nginx,1]}"); l=$(us "${p50[llmux,1]}")
+    echo "2. c=1 added p50: llmux $(awk -v a="$l" -v b="$d" 'BEGIN { print a - b }') us, nginx $(awk -v a="$n" -v b="$d" 'BEGIN { print a - b }') us (at most 2x nginx's): $(verdict "$(awk -v d="$d" -v n="$n" -v l="$l" 'BEGIN { print (l - d <= 2 * (n - d)) }')")"
+fi
+t1=$(ttft "$work/streams-loaded.txt"); t2=$(ttft "$work/streams-fresh.txt")
+echo "3. time to first token added, p50: $t1 us after the wrk runs, $t2 us on a fresh llmux (under 200 us): $(verdict "$(awk -v a="$t1" -v b="$t2" 'BEGIN { print (a != "" && b != "" && a < 200 && b < 200) }')")"
+m1=$(streams_mb "$work/streams-loaded.txt"); m2=$(streams_mb "$work/streams-fresh.txt")
+echo "   10,000 streams (HTTP/2 upstream): $m1 MB after the wrk runs, $m2 MB on a fresh llmux (under 300 MB): $(verdict "$(awk -v a="$m1" -v b="$m2" 'BEGIN { print (a != "" && b != "" && a < 300 && b < 300) }')")"
+echo "4. generation records of answered requests: $records for $answered answered (records >= answered): met"
