@@ -806,13 +806,13 @@ impl Billing {
         let now = crate::clock::now_ms();
         let mut spent = HashMap::new();
         for row in &rows {
-            let before = self.keys.read().get(&row.hash).map(|c| c.key.clone());
-            if let Some(old) = before
-                && row.limit.is_some()
-                && (old.limit.is_none()
-                    || old.limit_reset != row.limit_reset
-                    || old.include_byok_in_limit != row.include_byok_in_limit)
-            {
+            let new_terms = row.limit.is_some()
+                && self.keys.read().get(&row.hash).is_some_and(|c| {
+                    c.key.limit.is_none()
+                        || c.key.limit_reset != row.limit_reset
+                        || c.key.include_byok_in_limit != row.include_byok_in_limit
+                });
+            if new_terms {
                 spent.insert(row.hash.clone(), self.spent_in_window(row, now).await?);
             }
         }
@@ -827,11 +827,11 @@ impl Billing {
                     l.spent = spent;
                 }
                 let updated = Arc::new(KeyContext {
-                    key: row.clone(),
                     account: ctx.account.clone(),
                     usage: ctx.usage.clone(),
+                    key: row,
                 });
-                keys.insert(row.hash, updated);
+                keys.insert(updated.key.hash.clone(), updated);
             }
         }
         Ok(())

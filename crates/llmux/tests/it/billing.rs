@@ -19,11 +19,15 @@ pub(crate) fn echo_request() -> Value {
 }
 
 async fn gateway(server_extra: &str) -> (Gateway, llmux_sim::SimHandle) {
+    gateway_serving(server_extra, &endpoint(MODEL, "simco", "m", "0", P, "")).await
+}
+
+/// A gateway whose `endpoints` are served by the simulator, as provider `simco`.
+async fn gateway_serving(server_extra: &str, endpoints: &str) -> (Gateway, llmux_sim::SimHandle) {
     let sim = sim().await;
     let rest = format!(
-        "{}{}",
-        provider("simco", &format!("{}/v1", sim.base_url()), ""),
-        endpoint(MODEL, "simco", "m", "0", P, "")
+        "{}{endpoints}",
+        provider("simco", &format!("{}/v1", sim.base_url()), "")
     );
     (Gateway::start(server_extra, &rest).await, sim)
 }
@@ -211,13 +215,8 @@ async fn a_limit_set_later_counts_what_the_key_spent_before() {
 /// request after a restart reads them from the records.
 #[tokio::test(flavor = "multi_thread")]
 async fn free_requests_per_day_count_across_restarts() {
-    let sim = sim().await;
-    let rest = format!(
-        "{}{}",
-        provider("simco", &format!("{}/v1", sim.base_url()), ""),
-        endpoint("z-ai/glm-4.6", "simco", "m", "0", "0", "")
-    );
-    let mut gw = Gateway::start("", &rest).await;
+    let (mut gw, _sim) =
+        gateway_serving("", &endpoint("z-ai/glm-4.6", "simco", "m", "0", "0", "")).await;
     let key = gw.create_key("free", None);
     let free = json!({"model": "z-ai/glm-4.6:free", "max_tokens": K,
                       "messages": [{"role": "user", "content": "echo: free"}]});

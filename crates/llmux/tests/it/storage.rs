@@ -343,8 +343,9 @@ async fn a_batch_written_again_counts_each_record_once() {
     }
 }
 
-/// A batch larger than one statement holds (written as statements of 256, 128, ... rows, so
-/// that each connection keeps a few compiled shapes) is written whole, and written again with
+/// A batch larger than one statement holds (written as statements of 200 rows, then of 64,
+/// 32, ... rows for the rest, so that each connection keeps a few compiled shapes) is written
+/// whole, and written again with
 /// one more record adds only that one.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_batch_is_written_whole_in_statements_of_few_shapes() {
