@@ -33,31 +33,8 @@ require_free_ports $static_port $proxy_port $llmux_port $sim_port
 # nginx: the static upstream, and in a process of its own (as llmux is) the reverse proxy in
 # front of it. In one process, a proxied request's upstream half would often be served by the
 # same worker, without the wake-up of another process that llmux's requests pay.
-body=$(tr -d '\n' < bench/gateway/upstream.json)
-nginx_conf() { # name, then the http block's servers
-    mkdir -p "$work/$1"
-    cat > "$work/$1/nginx.conf" <<CONF
-worker_processes auto;
-daemon off;
-pid $work/$1/nginx.pid;
-error_log $work/$1/error.log warn;
-events { worker_connections 16384; }
-http {
-    access_log off;
-    client_body_temp_path $work/$1;
-    proxy_temp_path $work/$1;
-    $2
-}
-CONF
-    nginx -c "$work/$1/nginx.conf" -p "$work/$1" &
-    pids+=($!)
-    declare -g "${1}_master=$!"
-}
-nginx_conf static "server {
-        listen 127.0.0.1:$static_port;
-        location / { default_type application/json; return 200 '$body'; }
-    }"
-nginx_conf proxy "upstream static { server 127.0.0.1:$static_port; keepalive 256; }
+start_static_upstream $static_port static
+start_nginx proxy "upstream static { server 127.0.0.1:$static_port; keepalive 256; }
     server {
         listen 127.0.0.1:$proxy_port;
         location / {

@@ -31,29 +31,37 @@ wait_for_ports() {
     done
 }
 
+# nginx in a process of its own, from $work/NAME, serving the http block's SERVERS; its master
+# process's id is kept in NAME_master (its workers are that process's children).
+start_nginx() { # name servers [worker_processes]
+    mkdir -p "$work/$1"
+    cat > "$work/$1/nginx.conf" <<CONF
+worker_processes ${3:-auto};
+daemon off;
+pid $work/$1/nginx.pid;
+error_log $work/$1/error.log warn;
+events { worker_connections 16384; }
+http {
+    access_log off;
+    client_body_temp_path $work/$1;
+    proxy_temp_path $work/$1;
+    $2
+}
+CONF
+    nginx -c "$work/$1/nginx.conf" -p "$work/$1" &
+    pids+=($!)
+    declare -g "${1}_master=$!"
+}
+
 # nginx answering every request with bench/gateway/upstream.json (a fixed OpenAI chat
 # completion) on 127.0.0.1:PORT, from $work/NAME: the upstream the benchmarks measure against.
 start_static_upstream() { # port name [worker_processes]
     local body
     body=$(tr -d '\n' < bench/gateway/upstream.json)
-    mkdir -p "$work/$2"
-    cat > "$work/$2/nginx.conf" <<CONF
-worker_processes ${3:-auto};
-daemon off;
-pid $work/$2/nginx.pid;
-error_log $work/$2/error.log warn;
-events { worker_connections 16384; }
-http {
-    access_log off;
-    client_body_temp_path $work/$2;
-    server {
+    start_nginx "$2" "server {
         listen 127.0.0.1:$1;
         location / { default_type application/json; return 200 '$body'; }
-    }
-}
-CONF
-    nginx -c "$work/$2/nginx.conf" -p "$work/$2" &
-    pids+=($!)
+    }" "${3:-auto}"
 }
 
 # An llmux configuration serving openai/gpt-4o-mini from that upstream (TOML in EXTRA, a
