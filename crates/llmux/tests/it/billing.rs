@@ -126,15 +126,8 @@ async fn a_key_limit_admits_exactly_its_worth() {
     let r = gw
         .post("/api/v1/chat/completions", k, &echo_request())
         .await;
-    assert_eq!(r.status(), 403);
-    let v: Value = r.json().await.unwrap();
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("Key limit exceeded"),
-        "{v}"
-    );
+    let msg = error_message(r, 403).await;
+    assert!(msg.starts_with("Key limit exceeded"), "{msg}");
     let info: Value = gw.get("/api/v1/key", k).await.json().await.unwrap();
     assert_eq!(info["data"]["limit_remaining"], 0.0);
     assert_eq!(dec(&info["data"]["usage_daily"].to_string()), limit);
@@ -200,14 +193,10 @@ async fn a_limit_set_later_counts_what_the_key_spent_before() {
     }
     assert!(seen, "the new limit reached the gateway");
     let r = gw.post("/api/v1/chat/completions", &worker, &chat).await;
-    assert_eq!(r.status(), 403, "five requests' worth spent today");
-    let v: Value = r.json().await.unwrap();
+    let msg = error_message(r, 403).await;
     assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("Key limit exceeded"),
-        "{v}"
+        msg.starts_with("Key limit exceeded"),
+        "five requests' worth spent today: {msg}"
     );
 }
 
@@ -232,14 +221,10 @@ async fn free_requests_per_day_count_across_restarts() {
         }
     }
     let r = gw.post("/api/v1/chat/completions", &key.key, &free).await;
-    assert_eq!(r.status(), 429, "the 51st free request of the day");
-    let v: Value = r.json().await.unwrap();
+    let msg = error_message(r, 429).await;
     assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("50 free-model requests per day"),
-        "{v}"
+        msg.contains("50 free-model requests per day"),
+        "the 51st free request of the day: {msg}"
     );
 }
 
@@ -439,12 +424,8 @@ async fn the_account_api_and_its_errors() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 400, "{body}");
-        let v: Value = r.json().await.unwrap();
-        assert!(
-            v["error"]["message"].as_str().unwrap().contains(needle),
-            "{v}"
-        );
+        let msg = error_message(r, 400).await;
+        assert!(msg.contains(needle), "{body}: {msg}");
     }
     let r = gw
         .http
@@ -515,9 +496,7 @@ async fn the_account_api_and_its_errors() {
             &echo_request(),
         )
         .await;
-    assert_eq!(r.status(), 401);
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["error"]["message"], "This API key has expired");
+    assert_eq!(error_message(r, 401).await, "This API key has expired");
 
     // Delete.
     let r = gw

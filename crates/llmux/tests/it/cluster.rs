@@ -720,14 +720,9 @@ async fn a_node_rides_out_postgres_and_redis_outages() {
     let r = send(false).await;
     // Refused requests have records too (status and error, no cost), like OpenRouter's.
     let mut refused = 1;
-    assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "1");
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["error"]["code"], 503, "{v}");
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("Redis"),
-        "{v}"
-    );
+    let msg = error_message(r, 503).await;
+    assert!(msg.contains("Redis"), "{msg}");
     let r = gw
         .post("/api/v1/chat/completions", &postpaid.key, &echo_request())
         .await;

@@ -98,12 +98,8 @@ async fn embeddings_are_billed_per_input_token() {
         ),
     ] {
         let r = gw.post("/api/v1/embeddings", &key.key, &body).await;
-        assert_eq!(r.status().as_u16(), status, "{body}");
-        let v: Value = r.json().await.unwrap();
-        assert!(
-            v["error"]["message"].as_str().unwrap().contains(needle),
-            "{v}"
-        );
+        let msg = error_message(r, status).await;
+        assert!(msg.contains(needle), "{body}: {msg}");
     }
     let models: Value = gw.get_public_json("/api/v1/embeddings/models").await;
     let ids: Vec<&str> = models["data"]

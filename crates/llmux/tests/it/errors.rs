@@ -36,25 +36,6 @@ async fn setup() -> Setup {
     Setup { gw, key, _sim: sim }
 }
 
-async fn expect_error(resp: reqwest::Response, status: u16) -> Value {
-    assert_eq!(resp.status().as_u16(), status);
-    assert!(
-        resp.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/json")
-    );
-    let v: Value = resp.json().await.unwrap();
-    assert_eq!(v["error"]["code"], status, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{v}"
-    );
-    v
-}
-
 async fn chat_raw(s: &Setup, body: &str) -> reqwest::Response {
     s.gw.http
         .post(s.gw.url("/api/v1/chat/completions"))

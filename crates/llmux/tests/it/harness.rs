@@ -466,6 +466,38 @@ async fn test_database() -> String {
     }
 }
 
+/// An error answer in OpenRouter's shape: the status, a JSON body `{"error": {"code",
+/// "message", ...}}` whose code is that status and whose message says something. The body.
+pub async fn expect_error(resp: reqwest::Response, status: u16) -> Value {
+    let got = resp.status().as_u16();
+    let json = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let body = resp.text().await.unwrap();
+    assert_eq!(got, status, "{body}");
+    assert!(json, "not JSON: {body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], status, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
+    v
+}
+
+/// [`expect_error`]'s message.
+pub async fn error_message(resp: reqwest::Response, status: u16) -> String {
+    let v = expect_error(resp, status).await;
+    v["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Parse an SSE body into its `data:` payloads.
 pub fn sse_data(body: &str) -> Vec<String> {
     body.replace("\r\n", "\n")

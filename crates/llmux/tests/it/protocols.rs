@@ -1043,13 +1043,6 @@ async fn openrouter_upstream_recordings() {
             &json!({"model": "openai/gpt-5-mini", "messages": [{"role": "user", "content": "hi"}]}),
         )
         .await;
-    assert_eq!(resp.status(), 429);
-    let v: Value = resp.json().await.unwrap();
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("temporarily rate-limited"),
-        "{v}"
-    );
+    let msg = error_message(resp, 429).await;
+    assert!(msg.contains("temporarily rate-limited"), "{msg}");
 }

@@ -29,16 +29,8 @@ async fn what_a_protocol_cannot_express_is_refused_by_name() {
                     "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}}),
         )
         .await;
-    let status = r.status();
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(status, 400, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("response_format"),
-        "{v}"
-    );
+    let msg = error_message(r, 400).await;
+    assert!(msg.contains("response_format"), "{msg}");
 
     // An Anthropic server tool has no OpenAI-compatible form.
     let r = gw
@@ -70,15 +62,8 @@ async fn what_a_protocol_cannot_express_is_refused_by_name() {
                     {"role": "tool", "tool_call_id": "call_nope", "content": "42"}]}),
         )
         .await;
-    assert_eq!(r.status(), 400);
-    let v: Value = r.json().await.unwrap();
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("call_nope"),
-        "{v}"
-    );
+    let msg = error_message(r, 400).await;
+    assert!(msg.contains("call_nope"), "{msg}");
     let r = gw
         .post(
             "/api/v1/messages",
