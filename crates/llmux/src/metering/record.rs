@@ -114,6 +114,55 @@ fn is_zero(m: &Money) -> bool {
     *m == Money::ZERO
 }
 
+/// Two records for round-trip tests: one with only what every record has, one with every
+/// kind of field set (text with the bytes that end a JSON line or look like a spool's
+/// unwritten space included).
+#[cfg(test)]
+pub(crate) fn sparse_and_full() -> (GenerationRecord, GenerationRecord) {
+    let sparse = GenerationRecord {
+        id: "gen-1".into(),
+        created_at_ms: 1,
+        api_type: "completions".into(),
+        requested_model: "a/m".into(),
+        status: 200,
+        ..Default::default()
+    };
+    let full = GenerationRecord {
+        account_id: Some("acct".into()),
+        key_hash: Some("k".into()),
+        model: Some("a/m".into()),
+        streamed: true,
+        cancelled: true,
+        usage_estimated: true,
+        is_byok: true,
+        cost: Money(7),
+        byok_usage: Money(-9),
+        usage: Usage {
+            prompt_tokens: u64::MAX,
+            completion_tokens: 3,
+            upstream_cost: Some("0.001".into()),
+            ..Default::default()
+        },
+        error: Some("line\n\0\u{7b}\u{b7} é".into()),
+        ttft_ms: Some(0),
+        latency_ms: Some(-1),
+        provider_responses: vec![ProviderResponse {
+            provider: "p".into(),
+            endpoint: "m".into(),
+            status: None,
+            latency_ms: 3,
+            error: None,
+        }],
+        charge: Some(Charge {
+            account_id: "acct".into(),
+            key_hash: "k".into(),
+            amount: Money(7),
+        }),
+        ..sparse.clone()
+    };
+    (sparse, full)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,14 +176,7 @@ mod tests {
 
     #[test]
     fn records_read_back_whole_without_their_default_fields() {
-        let sparse = GenerationRecord {
-            id: "gen-1".into(),
-            created_at_ms: 1,
-            api_type: "completions".into(),
-            requested_model: "a/m".into(),
-            status: 200,
-            ..Default::default()
-        };
+        let (sparse, full) = sparse_and_full();
         let json: serde_json::Value = serde_json::from_str(&round_trip(&sparse)).unwrap();
         let fields = json.as_object().unwrap();
         assert!(
@@ -142,32 +184,6 @@ mod tests {
             "{json}"
         );
         assert_eq!(fields.len(), 6, "{json}");
-        let full = GenerationRecord {
-            account_id: Some("acct".into()),
-            key_hash: Some("k".into()),
-            model: Some("a/m".into()),
-            streamed: true,
-            cancelled: true,
-            usage_estimated: true,
-            is_byok: true,
-            cost: Money(7),
-            byok_usage: Money(9),
-            error: Some("e".into()),
-            ttft_ms: Some(0),
-            provider_responses: vec![ProviderResponse {
-                provider: "p".into(),
-                endpoint: "m".into(),
-                status: None,
-                latency_ms: 3,
-                error: None,
-            }],
-            charge: Some(Charge {
-                account_id: "acct".into(),
-                key_hash: "k".into(),
-                amount: Money(7),
-            }),
-            ..sparse
-        };
         round_trip(&full);
     }
 }

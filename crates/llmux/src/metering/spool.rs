@@ -14,8 +14,8 @@
 //!
 //! A frame is [`FRAME_MAGIC`], the payload's length and its CRC-32 (both little-endian `u32`),
 //! then the record in MessagePack with its field names: read back like JSON (fields added
-//! later take their defaults, fields at their default are left out), at a quarter of JSON's
-//! cost to write, which was a twelfth of a request's instructions (`bench/instructions.sh`).
+//! later take their defaults, fields at their default are left out), at a third of JSON's
+//! cost to write (JSON was 6% of a request's instructions, `bench/instructions.sh`).
 //! The checksum tells a record whose copy a crash cut short (its request was not answered:
 //! it must not be billed) from a whole one. Segments of JSON lines, as earlier versions wrote
 //! them, are still read.
@@ -149,14 +149,14 @@ impl Spool {
         })
     }
 
-    /// Reserve room for `line` (a frame) in the current segment (rotating when it is full or
+    /// Reserve room for `frame` in the current segment (rotating when it is full or
     /// old), count the record in it and copy the frame in: `copied` bytes of it, which is all
     /// of it except in tests of a crash mid-copy. Under the lock: the copy (a page fault now and
     /// then) and, once a segment, creating the next (about 20 µs); the closed segment's file
     /// is dealt with after.
-    fn put(&self, line: &[u8], copied: usize) -> std::io::Result<u64> {
+    fn put(&self, frame: &[u8], copied: usize) -> std::io::Result<u64> {
         let mut after = None;
-        let result = self.put_locked(line, copied, &mut after);
+        let result = self.put_locked(frame, copied, &mut after);
         if let Some(work) = after {
             work.run();
         }
@@ -165,7 +165,7 @@ impl Spool {
 
     fn put_locked(
         &self,
-        line: &[u8],
+        frame: &[u8],
         copied: usize,
         after: &mut Option<FileWork>,
     ) -> std::io::Result<u64> {
@@ -173,7 +173,7 @@ impl Spool {
         let rotate = s
             .segments
             .get(&s.current)
-            .is_some_and(|seg| seg.used + line.len() > SEGMENT_BYTES)
+            .is_some_and(|seg| seg.used + frame.len() > SEGMENT_BYTES)
             || s.opened_at.elapsed() >= SEGMENT_AGE;
         if rotate && s.segments.contains_key(&s.current) {
             let current = s.current;
@@ -196,8 +196,8 @@ impl Spool {
         }
         let seg = s.segments.get_mut(&current).expect("just ensured");
         let map = seg.map.as_mut().expect("the current segment is open");
-        map[seg.used..seg.used + copied].copy_from_slice(&line[..copied]);
-        seg.used += line.len();
+        map[seg.used..seg.used + copied].copy_from_slice(&frame[..copied]);
+        seg.used += frame.len();
         seg.appended += 1;
         Ok(current)
     }
@@ -455,50 +455,7 @@ mod tests {
 
     #[test]
     fn records_read_back_whole() {
-        use crate::metering::{Charge, ProviderResponse};
-        use crate::money::Money;
-        let sparse = GenerationRecord {
-            id: "gen-1".into(),
-            created_at_ms: 1,
-            api_type: "completions".into(),
-            requested_model: "a/m".into(),
-            status: 200,
-            ..Default::default()
-        };
-        let full = GenerationRecord {
-            account_id: Some("acct".into()),
-            key_hash: Some("k".into()),
-            model: Some("a/m".into()),
-            streamed: true,
-            cancelled: true,
-            usage_estimated: true,
-            is_byok: true,
-            cost: Money(7),
-            byok_usage: Money(-9),
-            usage: llmux_protocol::canonical::Usage {
-                prompt_tokens: u64::MAX,
-                completion_tokens: 3,
-                upstream_cost: Some("0.001".into()),
-                ..Default::default()
-            },
-            // Bytes that end a JSON line or look like unwritten space, inside a record.
-            error: Some("line\n\0\u{7b}\u{b7} é".into()),
-            ttft_ms: Some(0),
-            latency_ms: Some(-1),
-            provider_responses: vec![ProviderResponse {
-                provider: "p".into(),
-                endpoint: "m".into(),
-                status: None,
-                latency_ms: 3,
-                error: None,
-            }],
-            charge: Some(Charge {
-                account_id: "acct".into(),
-                key_hash: "k".into(),
-                amount: Money(7),
-            }),
-            ..sparse.clone()
-        };
+        let (sparse, full) = super::super::record::sparse_and_full();
         let dir = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(dir.path()).unwrap();
         spool.append(&sparse).unwrap();
@@ -554,7 +511,7 @@ mod tests {
         let first = ids_in(&segment_path(dir.path(), segments[0]));
         assert_eq!(first, ["gen-0", "gen-1"]);
         // Closed while its records wait for the database: only their bytes are kept.
-        let line = |id: &str| {
+        let frame_len = |id: &str| {
             let r = GenerationRecord {
                 id: id.into(),
                 ..big.clone()
@@ -566,7 +523,7 @@ mod tests {
         let kept = std::fs::metadata(segment_path(dir.path(), segments[0]))
             .unwrap()
             .len();
-        assert_eq!(kept, line("gen-0") + line("gen-1"));
+        assert_eq!(kept, frame_len("gen-0") + frame_len("gen-1"));
         spool.written(segments[0], 2);
         assert!(!segment_path(dir.path(), segments[0]).exists());
         assert!(segment_path(dir.path(), segments[2]).exists());
