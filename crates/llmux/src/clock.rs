@@ -26,6 +26,15 @@ pub fn now_ms() -> i64 {
     real + offset_ms()
 }
 
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    let real = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
+    real + offset_ms() * 1000
+}
+
 pub fn now_secs() -> i64 {
     now_ms().div_euclid(1000)
 }
