@@ -32,10 +32,13 @@ use parking_lot::Mutex;
 
 use super::GenerationRecord;
 
-/// A segment's size. Small enough that its pages (file-backed, counted in the process's RSS
-/// while mapped) stay a few megabytes; large enough that rotating is rare (about 10,000
-/// records).
-const SEGMENT_BYTES: usize = 8 << 20;
+/// A segment's size: about 2,700 records. Its pages are file-backed but counted in the
+/// process's resident memory while mapped, and until it rotates (full, or ten seconds old at
+/// an append) a segment filled by a burst keeps them all: at 8 MiB that was up to 8 MB more
+/// for as long as the burst's segment stayed current. Rotating (a file created, allocated and
+/// mapped, about 20 µs, and one deleted, about 100 µs) at 30,000 requests/s is then about
+/// 0.15% of a core.
+const SEGMENT_BYTES: usize = 2 << 20;
 const SEGMENT_AGE: Duration = Duration::from_secs(10);
 const EXTENSION: &str = "spool";
 /// A frame's first byte: neither a zero (bytes never written) nor `{` (a JSON line).
