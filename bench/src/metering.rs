@@ -38,6 +38,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let now = llmux::clock::now_ms();
     let node = format!("bench-{now}");
     let privacy = Privacy::default();
+    // One connection for every batch, as the gateway's metering writer does.
+    let mut conn = store.acquire().await?;
     let started = Instant::now();
     let mut written = 0;
     while written < a.records {
@@ -73,7 +75,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                 }
             })
             .collect();
-        store.write_generations(&batch, &node, &privacy).await?;
+        store
+            .write_generations_on(&mut conn, &batch, &node, &privacy)
+            .await?;
         written += n;
     }
     let secs = started.elapsed().as_secs_f64();

@@ -69,6 +69,7 @@ impl Meter {
             node,
             privacy,
             spool: spool.clone(),
+            conn: None,
         };
         let handle = tokio::spawn(writer.run());
         (
@@ -143,6 +144,8 @@ struct Writer {
     node: String,
     privacy: Arc<rollup::Privacy>,
     spool: Option<Arc<spool::Spool>>,
+    /// The connection batches are written on (see [`Writer::write`]).
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
 }
 
 impl Writer {
@@ -193,20 +196,35 @@ impl Writer {
     }
 
     /// Write the batch, retrying with back-off until the database takes it: an accepted
-    /// record is never given up.
-    async fn write(&self, batch: &mut Vec<GenerationRecord>, segments: &mut Vec<Option<u64>>) {
+    /// record is never given up. Batches go through one connection, kept while it works
+    /// ([`Store::write_generations_on`]); after a failure it goes back to the pool, which
+    /// checks it before handing it out again, and the next try takes one anew.
+    async fn write(&mut self, batch: &mut Vec<GenerationRecord>, segments: &mut Vec<Option<u64>>) {
         if batch.is_empty() {
             return;
         }
         let mut delay = Duration::from_millis(50);
         loop {
-            match self
-                .store
-                .write_generations(batch, &self.node, &self.privacy)
-                .await
-            {
+            let written = match &mut self.conn {
+                Some(conn) => {
+                    self.store
+                        .write_generations_on(conn, batch, &self.node, &self.privacy)
+                        .await
+                }
+                None => match self.store.acquire().await {
+                    Ok(conn) => {
+                        let conn = self.conn.insert(conn);
+                        self.store
+                            .write_generations_on(conn, batch, &self.node, &self.privacy)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            match written {
                 Ok(()) => break,
                 Err(e) => {
+                    self.conn = None;
                     self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         "writing {} generation records failed, retrying in {delay:?}: {e:#}",

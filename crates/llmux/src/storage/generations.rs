@@ -170,7 +170,26 @@ impl Store {
         node: &str,
         privacy: &Privacy,
     ) -> anyhow::Result<()> {
-        self.write(batch, node, Some(privacy)).await.map(|_| ())
+        let mut conn = self.pool().acquire().await?;
+        self.write(&mut conn, batch, node, Some(privacy))
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Store::write_generations`] on a connection the caller keeps: the metering writer
+    /// writes every batch on one connection, whose page cache then holds the pages it appends
+    /// to. Taken in turn from the pool, each of SQLite's connections filled its own cache with
+    /// them (4 MiB each, 7-9 MB more resident after a burst).
+    pub async fn write_generations_on(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        batch: &[GenerationRecord],
+        node: &str,
+        privacy: &Privacy,
+    ) -> anyhow::Result<()> {
+        self.write(conn, batch, node, Some(privacy))
+            .await
+            .map(|_| ())
     }
 
     /// Write records and their charges without touching the rollups (bulk loads that add
@@ -181,7 +200,8 @@ impl Store {
         batch: &[GenerationRecord],
         node: &str,
     ) -> anyhow::Result<u64> {
-        self.write(batch, node, None).await
+        let mut conn = self.pool().acquire().await?;
+        self.write(&mut conn, batch, node, None).await
     }
 
     /// Most batches hold new records only: they are inserted without asking first which are
@@ -190,13 +210,14 @@ impl Store {
     /// written again, asking.
     async fn write(
         &self,
+        conn: &mut sqlx::AnyConnection,
         batch: &[GenerationRecord],
         node: &str,
         rollups: Option<&Privacy>,
     ) -> anyhow::Result<u64> {
-        match self.write_batch(batch, node, rollups, false).await {
+        match self.write_batch(conn, batch, node, rollups, false).await {
             Err(e) if e.is::<AlreadyWritten>() => {
-                self.write_batch(batch, node, rollups, true).await
+                self.write_batch(conn, batch, node, rollups, true).await
             }
             result => result,
         }
@@ -204,6 +225,7 @@ impl Store {
 
     async fn write_batch(
         &self,
+        conn: &mut sqlx::AnyConnection,
         batch: &[GenerationRecord],
         node: &str,
         rollups: Option<&Privacy>,
@@ -212,7 +234,7 @@ impl Store {
         if batch.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool().begin().await?;
+        let mut tx = sqlx::Connection::begin(conn).await?;
         let mut deltas = Deltas::default();
         let mut charges = BatchCharges::default();
         let mut new = 0u64;

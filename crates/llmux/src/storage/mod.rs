@@ -100,6 +100,12 @@ impl Store {
         &self.pool
     }
 
+    /// A connection of the pool, kept by the caller until dropped (for
+    /// [`Store::write_generations_on`]).
+    pub async fn acquire(&self) -> anyhow::Result<sqlx::pool::PoolConnection<sqlx::Any>> {
+        Ok(self.pool.acquire().await?)
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
