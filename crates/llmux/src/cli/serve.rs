@@ -253,6 +253,7 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
     // Every record of an answered request is written before the process ends.
     gw.meter.flush().await;
     gw.meter.finish_spool();
+    gw.meter.stop();
     drop(gw);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     tokio::task::spawn_blocking(move || workers.stop()).await?;

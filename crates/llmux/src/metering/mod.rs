@@ -27,6 +27,9 @@ enum Msg {
     /// A record, and the spool segment holding its copy.
     Record(Box<GenerationRecord>, Option<u64>),
     Flush(oneshot::Sender<()>),
+    /// Write what came before, then end (giving back the writer's connection, which the
+    /// store's closing waits for).
+    Stop,
 }
 
 #[derive(Default)]
@@ -125,6 +128,14 @@ impl Meter {
         }
     }
 
+    /// End the writer once it has written what is queued (graceful shutdown, after the last
+    /// request). A record sent after stays in the spool, for the next start to write.
+    pub fn stop(&self) {
+        if self.tx.send(Msg::Stop).is_ok() {
+            self.stats.wake.notify_one();
+        }
+    }
+
     /// Wait until every record queued before this call is in the database.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
@@ -180,6 +191,10 @@ impl Writer {
                         }
                     }
                     Ok(Msg::Flush(w)) => waiters.push(w),
+                    Ok(Msg::Stop) => {
+                        open = false;
+                        break;
+                    }
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => {
                         open = false;
