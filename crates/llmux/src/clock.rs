@@ -19,11 +19,7 @@ pub const DAY_MS: i64 = 86_400_000;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    let real = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    real + offset_ms()
+    now_us().div_euclid(1000)
 }
 
 /// Microseconds since the Unix epoch.

@@ -220,22 +220,16 @@ impl Writer {
         }
         let mut delay = Duration::from_millis(50);
         loop {
-            let written = match &mut self.conn {
-                Some(conn) => {
-                    self.store
-                        .write_generations_on(conn, batch, &self.node, &self.privacy)
-                        .await
+            let written = async {
+                if self.conn.is_none() {
+                    self.conn = Some(self.store.acquire().await?);
                 }
-                None => match self.store.acquire().await {
-                    Ok(conn) => {
-                        let conn = self.conn.insert(conn);
-                        self.store
-                            .write_generations_on(conn, batch, &self.node, &self.privacy)
-                            .await
-                    }
-                    Err(e) => Err(e),
-                },
-            };
+                let conn = self.conn.as_mut().expect("taken above");
+                self.store
+                    .write_generations_on(conn, batch, &self.node, &self.privacy)
+                    .await
+            }
+            .await;
             match written {
                 Ok(()) => break,
                 Err(e) => {
