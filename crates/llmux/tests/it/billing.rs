@@ -158,17 +158,8 @@ async fn a_limit_set_later_counts_what_the_key_spent_before() {
     let worker = created["key"].as_str().unwrap().to_string();
     let hash = created["data"]["hash"].as_str().unwrap().to_string();
     let chat = echo_request();
-    for run in 0..2 {
-        if run > 0 {
-            assert!(gw.terminate().success());
-            gw.restart().await;
-        }
-        // Four requests, then one after the restart: no limit yet.
-        for _ in 0..[4, 1][run] {
-            let r = gw.post("/api/v1/chat/completions", &worker, &chat).await;
-            assert_eq!(r.status(), 200);
-        }
-    }
+    // Four requests, then one after the restart: no limit yet.
+    answered_across_restarts(&mut gw, &worker, &chat, &[4, 1]).await;
 
     // Worth three requests a day: five were made today.
     let limit = one_request_cost() * rust_decimal::Decimal::from(3);
@@ -200,6 +191,21 @@ async fn a_limit_set_later_counts_what_the_key_spent_before() {
     );
 }
 
+/// `counts[i]` chat requests of `body` in the gateway's run `i` (stopped gracefully and
+/// started again between runs), each answered 200.
+async fn answered_across_restarts(gw: &mut Gateway, key: &str, body: &Value, counts: &[usize]) {
+    for (run, n) in counts.iter().enumerate() {
+        if run > 0 {
+            assert!(gw.terminate().success());
+            gw.restart().await;
+        }
+        for _ in 0..*n {
+            let r = gw.post("/api/v1/chat/completions", key, body).await;
+            assert_eq!(r.status(), 200, "run {run}");
+        }
+    }
+}
+
 /// Free-model requests per day count the day's requests of earlier runs: the first free
 /// request after a restart reads them from the records.
 #[tokio::test(flavor = "multi_thread")]
@@ -210,16 +216,7 @@ async fn free_requests_per_day_count_across_restarts() {
     let free = json!({"model": "z-ai/glm-4.6:free", "max_tokens": K,
                       "messages": [{"role": "user", "content": "echo: free"}]});
     // 20 a minute at most: two runs of 20 (the minute's window is per process), then 10.
-    for (run, n) in [20, 20, 10].into_iter().enumerate() {
-        if run > 0 {
-            assert!(gw.terminate().success());
-            gw.restart().await;
-        }
-        for _ in 0..n {
-            let r = gw.post("/api/v1/chat/completions", &key.key, &free).await;
-            assert_eq!(r.status(), 200, "run {run}");
-        }
-    }
+    answered_across_restarts(&mut gw, &key.key, &free, &[20, 20, 10]).await;
     let r = gw.post("/api/v1/chat/completions", &key.key, &free).await;
     let msg = error_message(r, 429).await;
     assert!(
