@@ -98,8 +98,7 @@ provider = "sim-h2"
 upstream_model = "minimax-m2.5+ttft=20+tps=0.5+tokens=60"
 pricing = { prompt = "0.3", completion = "1.2" }
 CONF
-key=$("$bin/llmux" keys create --name bench --config "$work/llmux.toml" --json | sed -n 's/^ *"key": *"\([^"]*\)".*/\1/p')
-[ -n "$key" ] || { echo "could not create a key"; exit 1; }
+key=$(create_key "$bin/llmux" bench "$work/llmux.toml")
 LLMUX_LOG=warn "$bin/llmux" serve --config "$work/llmux.toml" >/dev/null 2>"$work/llmux.log" &
 llmux_pid=$!
 pids+=($llmux_pid)

@@ -27,8 +27,7 @@ require_free_ports $static_port $llmux_port
 start_static_upstream $static_port nginx 1
 wait_for_ports $static_port
 static_llmux_config "$work/llmux.toml" $llmux_port "sqlite://$work/llmux.db" "$work/data" $static_port
-key=$("$1" keys create --name instructions --config "$work/llmux.toml" --json | sed -n 's/^ *"key": *"\([^"]*\)".*/\1/p')
-[ -n "$key" ] || { echo "could not create a key"; exit 1; }
+key=$(create_key "$1" instructions "$work/llmux.toml")
 export WRK_KEY=$key WRK_MODEL=openai/gpt-4o-mini
 url="http://127.0.0.1:$llmux_port/api/v1/chat/completions"
 

@@ -64,6 +64,14 @@ start_static_upstream() { # port name [worker_processes]
     }" "${3:-auto}"
 }
 
+# A new key's secret, made by llmux BIN with CONFIG; fails (so the script stops) without one.
+create_key() { # bin name config
+    local key
+    key=$("$1" keys create --name "$2" --config "$3" --json | sed -n 's/^ *"key": *"\([^"]*\)".*/\1/p')
+    [ -n "$key" ] || { echo "could not create a key" >&2; return 1; }
+    echo "$key"
+}
+
 # An llmux configuration serving openai/gpt-4o-mini from that upstream (TOML in EXTRA, a
 # [cluster] section, goes after [server]).
 static_llmux_config() { # file listen_port database data_dir upstream_port [extra]
