@@ -139,16 +139,7 @@ async fn a_key_limit_admits_exactly_its_worth() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_limit_set_later_counts_what_the_key_spent_before() {
     let (mut gw, _sim) = gateway("").await;
-    let out = gw.cli(&[
-        "keys",
-        "create",
-        "--name",
-        "admin",
-        "--management",
-        "--json",
-    ]);
-    let admin: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mk = admin["key"].as_str().unwrap().to_string();
+    let mk = gw.create_management_key("admin", None).key;
     let created: Value = gw
         .post("/api/v1/keys", &mk, &json!({"name": "worker"}))
         .await
@@ -337,19 +328,9 @@ async fn kill_9_under_load_leaves_consistent_books() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_account_api_and_its_errors() {
     let (gw, _sim) = gateway("").await;
-    let out = gw.cli(&[
-        "keys",
-        "create",
-        "--name",
-        "admin",
-        "--management",
-        "--credits",
-        "10",
-        "--json",
-    ]);
-    let admin: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mk = admin["key"].as_str().unwrap().to_string();
-    let account = admin["account"].as_str().unwrap().to_string();
+    let Key {
+        key: mk, account, ..
+    } = gw.create_management_key("admin", Some("10"));
 
     // A management key cannot call models.
     let r = gw
@@ -554,19 +535,8 @@ async fn byok_keys_are_used_charged_a_fee_and_never_shown() {
         ],
     )
     .await;
-    let out = gw.cli(&[
-        "keys",
-        "create",
-        "--name",
-        "admin",
-        "--management",
-        "--credits",
-        "1",
-        "--json",
-    ]);
-    let admin: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mk = admin["key"].as_str().unwrap();
-    let account = admin["account"].as_str().unwrap();
+    let admin = gw.create_management_key("admin", Some("1"));
+    let (mk, account) = (admin.key.as_str(), admin.account.as_str());
     let out = gw.cli(&[
         "keys",
         "create",

@@ -228,7 +228,17 @@ impl Gateway {
     }
 
     pub fn create_key(&self, name: &str, credits: Option<&str>) -> Key {
+        self.create_key_with(name, credits, &[])
+    }
+
+    /// A management key (`llmux keys create --management`), on a new account.
+    pub fn create_management_key(&self, name: &str, credits: Option<&str>) -> Key {
+        self.create_key_with(name, credits, &["--management"])
+    }
+
+    fn create_key_with(&self, name: &str, credits: Option<&str>, extra: &[&str]) -> Key {
         let mut args = vec!["keys", "create", "--name", name, "--json"];
+        args.extend_from_slice(extra);
         if let Some(c) = credits {
             args.extend(["--credits", c]);
         }
