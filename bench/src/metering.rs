@@ -21,6 +21,10 @@ pub struct Args {
     /// Records per transaction (the writer's default).
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// Write through the pool's `Any` connections (as bulk loads do), not through the
+    /// writer's own connection on the backend's native driver: what the native binding saves.
+    #[arg(long)]
+    through_pool: bool,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
@@ -39,7 +43,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let node = format!("bench-{now}");
     let privacy = Privacy::default();
     // One connection for every batch, as the gateway's metering writer does.
-    let mut conn = store.acquire().await?;
+    let mut conn = store.connect_writer().await?;
     let started = Instant::now();
     let mut written = 0;
     while written < a.records {
@@ -75,16 +79,25 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                 }
             })
             .collect();
-        store
-            .write_generations_on(&mut conn, &batch, &node, &privacy)
-            .await?;
+        if a.through_pool {
+            store.write_generations(&batch, &node, &privacy).await?;
+        } else {
+            store
+                .write_generations_on(&mut conn, &batch, &node, &privacy)
+                .await?;
+        }
         written += n;
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "metering: {written} records (with ledger charges and rollups) in {secs:.1} s: {:.0} records/s into {}",
+        "metering: {written} records (with ledger charges and rollups) in {secs:.1} s: {:.0} records/s into {}{}",
         written as f64 / secs,
-        llmux::storage::redact(&a.database)
+        llmux::storage::redact(&a.database),
+        if a.through_pool {
+            ", through the pool"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

@@ -27,8 +27,8 @@ enum Msg {
     /// A record, and the spool segment holding its copy.
     Record(Box<GenerationRecord>, Option<u64>),
     Flush(oneshot::Sender<()>),
-    /// Write what came before, then end (giving back the writer's connection, which the
-    /// store's closing waits for).
+    /// Write what came before, then end (closing the writer's connection before the store
+    /// closes).
     Stop,
 }
 
@@ -129,7 +129,7 @@ impl Meter {
     }
 
     /// End the writer once it has written what is queued (graceful shutdown, after the last
-    /// request). A record sent after stays in the spool, for the next start to write.
+    /// request), closing its connection. A record sent after stays in the spool, for the next start to write.
     pub fn stop(&self) {
         if self.tx.send(Msg::Stop).is_ok() {
             self.stats.wake.notify_one();
@@ -156,7 +156,7 @@ struct Writer {
     privacy: Arc<rollup::Privacy>,
     spool: Option<Arc<spool::Spool>>,
     /// The connection batches are written on (see [`Writer::write`]).
-    conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+    conn: Option<crate::storage::WriterConnection>,
 }
 
 impl Writer {
@@ -208,12 +208,19 @@ impl Writer {
                 let _ = w.send(());
             }
         }
+        if let Some(conn) = self.conn.take()
+            && let Err(e) = conn.close().await
+        {
+            tracing::warn!("closing the metering writer's connection: {e:#}");
+        }
     }
 
     /// Write the batch, retrying with back-off until the database takes it: an accepted
-    /// record is never given up. Batches go through one connection, kept while it works
-    /// ([`Store::write_generations_on`]); after a failure it goes back to the pool, which
-    /// checks it before handing it out again, and the next try takes one anew.
+    /// record is never given up. Batches go through one connection of the writer's own
+    /// ([`Store::connect_writer`]), kept while it works: its page cache then holds the pages
+    /// the batches append to (taken in turn from the pool, each of SQLite's connections
+    /// filled its own 4 MiB cache with them). After a failure it is dropped, and the next try
+    /// connects anew.
     async fn write(&mut self, batch: &mut Vec<GenerationRecord>, segments: &mut Vec<Option<u64>>) {
         if batch.is_empty() {
             return;
@@ -222,7 +229,7 @@ impl Writer {
         loop {
             let written = async {
                 if self.conn.is_none() {
-                    self.conn = Some(self.store.acquire().await?);
+                    self.conn = Some(self.store.connect_writer().await?);
                 }
                 let conn = self.conn.as_mut().expect("taken above");
                 self.store

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Backend, Store, flag, placeholders, statement_chunks};
+use super::writer::{Statement, WriteDb};
+use super::{Backend, Store, WriterConnection, flag, placeholders, statement_chunks};
 use crate::metering::rollup::{Deltas, Period, Privacy};
 use crate::metering::{Charge, GenerationRecord, ProviderResponse};
 use crate::money::Money;
@@ -170,26 +171,32 @@ impl Store {
         node: &str,
         privacy: &Privacy,
     ) -> anyhow::Result<()> {
-        let mut conn = self.acquire().await?;
-        self.write(&mut conn, batch, node, Some(privacy))
+        let mut conn = self.pool().acquire().await?;
+        self.write::<sqlx::Any>(&mut conn, batch, node, Some(privacy))
             .await
             .map(|_| ())
     }
 
-    /// [`Store::write_generations`] on a connection the caller keeps: the metering writer
-    /// writes every batch on one connection, whose page cache then holds the pages it appends
-    /// to. Taken in turn from the pool, each of SQLite's connections filled its own cache with
-    /// them (4 MiB each: 6-8 MB more resident after a burst).
+    /// [`Store::write_generations`] on the metering writer's own connection
+    /// ([`Store::connect_writer`]).
     pub async fn write_generations_on(
         &self,
-        conn: &mut sqlx::AnyConnection,
+        conn: &mut WriterConnection,
         batch: &[GenerationRecord],
         node: &str,
         privacy: &Privacy,
     ) -> anyhow::Result<()> {
-        self.write(conn, batch, node, Some(privacy))
-            .await
-            .map(|_| ())
+        match conn {
+            WriterConnection::Sqlite(c) => {
+                self.write::<sqlx::Sqlite>(c, batch, node, Some(privacy))
+                    .await
+            }
+            WriterConnection::Postgres(c) => {
+                self.write::<sqlx::Postgres>(c, batch, node, Some(privacy))
+                    .await
+            }
+        }
+        .map(|_| ())
     }
 
     /// Write records and their charges without touching the rollups (bulk loads that add
@@ -200,32 +207,36 @@ impl Store {
         batch: &[GenerationRecord],
         node: &str,
     ) -> anyhow::Result<u64> {
-        let mut conn = self.acquire().await?;
-        self.write(&mut conn, batch, node, None).await
+        let mut conn = self.pool().acquire().await?;
+        self.write::<sqlx::Any>(&mut conn, batch, node, None).await
     }
 
     /// Most batches hold new records only: they are inserted without asking first which are
     /// written already. When some were (a batch retried after a commit whose answer was
     /// lost, a spool replayed after a crash), that transaction is rolled back and the batch
     /// written again, asking.
-    async fn write(
+    async fn write<DB: WriteDb>(
         &self,
-        conn: &mut sqlx::AnyConnection,
+        conn: &mut DB::Connection,
         batch: &[GenerationRecord],
         node: &str,
         rollups: Option<&Privacy>,
     ) -> anyhow::Result<u64> {
-        match self.write_batch(conn, batch, node, rollups, false).await {
+        match self
+            .write_batch::<DB>(conn, batch, node, rollups, false)
+            .await
+        {
             Err(e) if e.is::<AlreadyWritten>() => {
-                self.write_batch(conn, batch, node, rollups, true).await
+                self.write_batch::<DB>(conn, batch, node, rollups, true)
+                    .await
             }
             result => result,
         }
     }
 
-    async fn write_batch(
+    async fn write_batch<DB: WriteDb>(
         &self,
-        conn: &mut sqlx::AnyConnection,
+        conn: &mut DB::Connection,
         batch: &[GenerationRecord],
         node: &str,
         rollups: Option<&Privacy>,
@@ -243,7 +254,7 @@ impl Store {
             // with `RETURNING id`, whose rows SQLite's driver hands over one message (and one
             // thread wake-up) each.
             let existing = match ask_first {
-                true => self.existing_generations(&mut tx, chunk).await?,
+                true => self.existing_generations::<DB>(&mut *tx, chunk).await?,
                 false => Default::default(),
             };
             let fresh: Vec<&GenerationRecord> = chunk
@@ -269,50 +280,50 @@ impl Store {
                     Backend::Postgres => "id, created_at",
                 }
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut q = Statement::<DB>::new(sql);
             for (g, charge) in fresh.iter().zip(&charged) {
                 let responses = (!g.provider_responses.is_empty())
                     .then(|| serde_json::to_string(&g.provider_responses).unwrap_or_default());
                 q = q
-                    .bind(&g.id)
-                    .bind(g.created_at_ms)
-                    .bind(&g.account_id)
-                    .bind(&g.key_hash)
-                    .bind(&g.api_type)
-                    .bind(&g.requested_model)
-                    .bind(&g.model)
-                    .bind(&g.provider)
-                    .bind(&g.provider_name)
-                    .bind(&g.upstream_model)
-                    .bind(&g.upstream_id)
-                    .bind(flag(g.streamed))
-                    .bind(flag(g.cancelled))
-                    .bind(&g.finish_reason)
-                    .bind(&g.native_finish_reason)
-                    .bind(tokens(g.usage.prompt_tokens))
-                    .bind(tokens(g.usage.completion_tokens))
-                    .bind(tokens(g.usage.reasoning_tokens))
-                    .bind(tokens(g.usage.cached_tokens))
-                    .bind(tokens(g.usage.cache_write_tokens))
-                    .bind(flag(g.usage_estimated))
-                    .bind(g.cost.0)
-                    .bind(&g.upstream_cost)
-                    .bind(g.latency_ms)
-                    .bind(g.ttft_ms)
-                    .bind(g.generation_ms)
-                    .bind(g.status as i64)
-                    .bind(&g.error)
-                    .bind(&g.app_referer)
-                    .bind(&g.app_title)
-                    .bind(&g.external_user)
-                    .bind(&g.session_id)
-                    .bind(&g.user_agent)
-                    .bind(flag(g.is_byok))
-                    .bind(responses)
-                    .bind(g.byok_usage.0)
-                    .bind(charge.map(|i| charges.entries[i].reference.as_str()));
+                    .text(g.id.as_str())
+                    .int(g.created_at_ms)
+                    .text(g.account_id.as_deref())
+                    .text(g.key_hash.as_deref())
+                    .text(g.api_type.as_str())
+                    .text(g.requested_model.as_str())
+                    .text(g.model.as_deref())
+                    .text(g.provider.as_deref())
+                    .text(g.provider_name.as_deref())
+                    .text(g.upstream_model.as_deref())
+                    .text(g.upstream_id.as_deref())
+                    .int(flag(g.streamed))
+                    .int(flag(g.cancelled))
+                    .text(g.finish_reason.as_deref())
+                    .text(g.native_finish_reason.as_deref())
+                    .int(tokens(g.usage.prompt_tokens))
+                    .int(tokens(g.usage.completion_tokens))
+                    .int(tokens(g.usage.reasoning_tokens))
+                    .int(tokens(g.usage.cached_tokens))
+                    .int(tokens(g.usage.cache_write_tokens))
+                    .int(flag(g.usage_estimated))
+                    .int(g.cost.0)
+                    .text(g.upstream_cost.as_deref())
+                    .int(g.latency_ms)
+                    .int(g.ttft_ms)
+                    .int(g.generation_ms)
+                    .int(g.status as i64)
+                    .text(g.error.as_deref())
+                    .text(g.app_referer.as_deref())
+                    .text(g.app_title.as_deref())
+                    .text(g.external_user.as_deref())
+                    .text(g.session_id.as_deref())
+                    .text(g.user_agent.as_deref())
+                    .int(flag(g.is_byok))
+                    .text(responses.as_deref())
+                    .int(g.byok_usage.0)
+                    .text(charge.map(|i| charges.entries[i].reference.as_str()));
             }
-            let written = q.execute(&mut *tx).await?.rows_affected();
+            let written = q.execute(&mut *tx).await?;
             if !ask_first && written < fresh.len() as u64 {
                 // Rolled back here, not on drop: a dropped transaction's rollback is queued on
                 // its connection, whose write lock would then still be held when the second
@@ -341,31 +352,31 @@ impl Store {
                  VALUES {}",
                 placeholders(self.backend(), entries.len(), 8)
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut q = Statement::<DB>::new(sql);
             for e in entries {
                 q = q
-                    .bind(e.account_id)
-                    .bind(e.key_hash)
-                    .bind("charge")
-                    .bind(-e.amount)
-                    .bind(Option::<String>::None)
-                    .bind(node)
-                    .bind(e.first_at_ms)
-                    .bind(&e.reference);
+                    .text(e.account_id)
+                    .text(e.key_hash)
+                    .text("charge")
+                    .int(-e.amount)
+                    .text(None::<&str>)
+                    .text(node)
+                    .int(e.first_at_ms)
+                    .text(e.reference.as_str());
             }
             q.execute(&mut *tx).await?;
         }
         if !deltas.is_empty() {
-            super::rollups::apply(&mut tx, self.backend(), &deltas).await?;
+            super::rollups::apply::<DB>(&mut *tx, self.backend(), &deltas).await?;
         }
         tx.commit().await?;
         Ok(new)
     }
 
     /// The ids of `chunk` already in the table.
-    async fn existing_generations(
+    async fn existing_generations<DB: WriteDb>(
         &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        conn: &mut DB::Connection,
         chunk: &[GenerationRecord],
     ) -> anyhow::Result<std::collections::HashSet<String>> {
         let backend = self.backend();
@@ -379,21 +390,17 @@ impl Store {
                 chunk.len() + 2
             ),
         };
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = Statement::<DB>::new(sql);
         for g in chunk {
-            q = q.bind(&g.id);
+            q = q.text(g.id.as_str());
         }
         if backend == Backend::Postgres {
             let times = chunk.iter().map(|g| g.created_at_ms);
             q = q
-                .bind(times.clone().min().unwrap_or_default())
-                .bind(times.max().unwrap_or_default());
+                .int(times.clone().min().unwrap_or_default())
+                .int(times.max().unwrap_or_default());
         }
-        Ok(q.fetch_all(&mut **tx)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<String, _>(0))
-            .collect::<Result<_, _>>()?)
+        Ok(q.fetch_texts(conn).await?.into_iter().collect())
     }
 
     /// Records in `(created_at, id)` order after `after`, at most `limit` of them.

@@ -13,9 +13,11 @@ mod migrate;
 mod retention;
 mod rollups;
 mod usage;
+mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -27,6 +29,7 @@ pub use byok::ByokRow;
 pub use ledger::{LedgerEntry, LedgerKind};
 pub use rollups::{AccountBucket, AppInfo, MarketRow, TokensBy};
 pub use usage::Audit;
+pub use writer::WriterConnection;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -38,7 +41,16 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// For connections outside the pool ([`Store::connect_writer`]).
+    url: Arc<str>,
 }
+
+/// Every SQLite connection's settings. 16 KiB pages (for a new database; an existing one keeps
+/// its own): a quarter of the WAL writes, each a system call, for the records' appends. A
+/// 4 MiB page cache per connection: the writer spent no more CPU than with 16 MiB
+/// (bench/ab.sh, llmux-bench metering), and each of the pool's connections filled all of its
+/// cache with the pages of the big tables it wrote or scanned, kept while it lives.
+const SQLITE_PRAGMAS: &str = "PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA cache_size=-4096;";
 
 impl Store {
     /// Connect to `url` (`sqlite://FILE` or `postgres://...`), creating the SQLite file and its
@@ -68,16 +80,7 @@ impl Store {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        // 16 KiB pages (for a new database; an existing one keeps its own):
-                        // a quarter of the WAL writes, each a system call, for the records'
-                        // appends. A 4 MiB page cache per connection: the writer spent no
-                        // more CPU than with 16 MiB (bench/ab.sh, llmux-bench metering), and
-                        // each of the pool's connections filled all of its cache with the
-                        // pages of the big tables it wrote or scanned, kept while it lives.
-                        conn.execute(
-                            "PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA cache_size=-4096;",
-                        )
-                        .await?;
+                        conn.execute(SQLITE_PRAGMAS).await?;
                     }
                     Ok(())
                 })
@@ -85,7 +88,11 @@ impl Store {
             .connect_with(opts)
             .await
             .with_context(|| format!("connecting to {}", redact(&url)))?;
-        let store = Store { pool, backend };
+        let store = Store {
+            pool,
+            backend,
+            url: url.into(),
+        };
         migrate::apply(&store).await?;
         // This month's and the coming months' partitions exist before anything is written.
         store.maintain_generations(None).await?;
@@ -98,12 +105,6 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
-    }
-
-    /// A connection of the pool, kept by the caller until dropped (for
-    /// [`Store::write_generations_on`]).
-    pub async fn acquire(&self) -> anyhow::Result<sqlx::pool::PoolConnection<sqlx::Any>> {
-        Ok(self.pool.acquire().await?)
     }
 
     pub async fn close(&self) {

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
 
+use super::writer::{Statement, WriteDb};
 use super::{Backend, Store, flag, placeholders, statement_chunks};
 use crate::metering::rollup::{AccountKey, AppKey, Deltas, ModelKey, Period, Privacy, Sums};
 
@@ -26,18 +27,14 @@ fn add_sums(table: &str, cols: &[&str]) -> String {
 }
 
 /// Upsert `rows` into `table`: key columns, then sums added to what is there.
-async fn upsert<K>(
-    tx: &mut Transaction<'_, Any>,
+async fn upsert<DB: WriteDb, K>(
+    conn: &mut DB::Connection,
     backend: Backend,
     table: &str,
     key_cols: &[&str],
     sum_cols: &[&str],
     rows: &[(&K, &Sums)],
-    bind: impl Fn(
-        sqlx::query::Query<'static, Any, sqlx::any::AnyArguments>,
-        &K,
-        &Sums,
-    ) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments>,
+    bind: impl Fn(Statement<DB>, &K, &Sums) -> Statement<DB>,
 ) -> anyhow::Result<()> {
     let cols: Vec<&str> = key_cols.iter().chain(sum_cols).copied().collect();
     for chunk in statement_chunks(rows) {
@@ -48,24 +45,22 @@ async fn upsert<K>(
             key_cols.join(", "),
             add_sums(table, sum_cols)
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = Statement::new(sql);
         for (k, s) in chunk {
             q = bind(q, k, s);
         }
-        q.execute(&mut **tx).await?;
+        q.execute(conn).await?;
     }
     Ok(())
 }
 
-type Query = sqlx::query::Query<'static, Any, sqlx::any::AnyArguments>;
-
-fn bind_sums(q: Query, s: &Sums) -> Query {
-    q.bind(s.requests)
-        .bind(s.prompt)
-        .bind(s.completion)
-        .bind(s.reasoning)
-        .bind(s.cached)
-        .bind(s.cost)
+fn bind_sums<DB: WriteDb>(q: Statement<DB>, s: &Sums) -> Statement<DB> {
+    q.int(s.requests)
+        .int(s.prompt)
+        .int(s.completion)
+        .int(s.reasoning)
+        .int(s.cached)
+        .int(s.cost)
 }
 
 /// Each rollup table's key: what one row sums over (the upsert's conflict target, and the
@@ -81,15 +76,15 @@ pub(super) const ACCOUNT_KEY: &[&str] = &[
     "provider",
 ];
 
-/// Add a batch's deltas inside the caller's transaction.
-pub(super) async fn apply(
-    tx: &mut Transaction<'_, Any>,
+/// Add a batch's deltas inside the caller's transaction (`conn`).
+pub(super) async fn apply<DB: WriteDb>(
+    conn: &mut DB::Connection,
     backend: Backend,
     d: &Deltas,
 ) -> anyhow::Result<()> {
     let models: Vec<(&ModelKey, &Sums)> = d.models.iter().collect();
-    upsert(
-        tx,
+    upsert::<DB, _>(
+        conn,
         backend,
         "rollup_models",
         MODEL_KEY,
@@ -97,19 +92,19 @@ pub(super) async fn apply(
         &models,
         |q, k: &ModelKey, s| {
             bind_sums(
-                q.bind(k.period.name())
-                    .bind(k.start)
-                    .bind(k.model.clone())
-                    .bind(k.provider.clone())
-                    .bind(flag(k.public)),
+                q.text(k.period.name())
+                    .int(k.start)
+                    .text(k.model.as_str())
+                    .text(k.provider.as_str())
+                    .int(flag(k.public)),
                 s,
             )
         },
     )
     .await?;
     let apps: Vec<(&AppKey, &Sums)> = d.apps.iter().collect();
-    upsert(
-        tx,
+    upsert::<DB, _>(
+        conn,
         backend,
         "rollup_apps",
         APP_KEY,
@@ -117,11 +112,11 @@ pub(super) async fn apply(
         &apps,
         |q, k: &AppKey, s| {
             bind_sums(
-                q.bind(k.period.name())
-                    .bind(k.start)
-                    .bind(k.app.clone())
-                    .bind(k.model.clone())
-                    .bind(flag(k.public)),
+                q.text(k.period.name())
+                    .int(k.start)
+                    .text(k.app.as_str())
+                    .text(k.model.as_str())
+                    .int(flag(k.public)),
                 s,
             )
         },
@@ -130,8 +125,8 @@ pub(super) async fn apply(
     let accounts: Vec<(&AccountKey, &Sums)> = d.accounts.iter().collect();
     let mut account_sums: Vec<&str> = SUM_COLUMNS.to_vec();
     account_sums.push("byok_usage");
-    upsert(
-        tx,
+    upsert::<DB, _>(
+        conn,
         backend,
         "rollup_accounts",
         ACCOUNT_KEY,
@@ -139,20 +134,20 @@ pub(super) async fn apply(
         &accounts,
         |q, k: &AccountKey, s| {
             bind_sums(
-                q.bind(k.account_id.clone())
-                    .bind(k.period.name())
-                    .bind(k.start)
-                    .bind(k.key_hash.clone())
-                    .bind(k.model.clone())
-                    .bind(k.provider.clone()),
+                q.text(k.account_id.as_str())
+                    .text(k.period.name())
+                    .int(k.start)
+                    .text(k.key_hash.as_str())
+                    .text(k.model.as_str())
+                    .text(k.provider.as_str()),
                 s,
             )
-            .bind(s.byok_usage)
+            .int(s.byok_usage)
         },
     )
     .await?;
     for (app, seen) in &d.apps_seen {
-        sqlx::query(
+        Statement::<DB>::new(
             "INSERT INTO apps (app, title, first_seen, last_seen) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (app) DO UPDATE SET \
                title = CASE WHEN excluded.last_seen >= apps.last_seen AND excluded.title IS NOT NULL \
@@ -160,13 +155,14 @@ pub(super) async fn apply(
                first_seen = CASE WHEN excluded.first_seen < apps.first_seen \
                                  THEN excluded.first_seen ELSE apps.first_seen END, \
                last_seen = CASE WHEN excluded.last_seen > apps.last_seen \
-                                THEN excluded.last_seen ELSE apps.last_seen END",
+                                THEN excluded.last_seen ELSE apps.last_seen END"
+                .to_string(),
         )
-        .bind(app.clone())
-        .bind(seen.title.clone())
-        .bind(seen.first_seen)
-        .bind(seen.last_seen)
-        .execute(&mut **tx)
+        .text(app.as_str())
+        .text(seen.title.as_deref())
+        .int(seen.first_seen)
+        .int(seen.last_seen)
+        .execute(conn)
         .await?;
     }
     Ok(())
@@ -579,7 +575,7 @@ impl Store {
     /// Add deltas to the rollups (for bulk loads that wrote their records without them).
     pub async fn add_rollups(&self, d: &Deltas) -> anyhow::Result<()> {
         let mut tx = self.pool().begin().await?;
-        apply(&mut tx, self.backend(), d).await?;
+        apply::<sqlx::Any>(&mut *tx, self.backend(), d).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -624,7 +620,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        apply(&mut tx, self.backend(), &all).await?;
+        apply::<sqlx::Any>(&mut *tx, self.backend(), &all).await?;
         tx.commit().await?;
         Ok(all)
     }

@@ -303,7 +303,8 @@ async fn model_rollups(
 
 /// A batch written again (retried after a commit whose answer was lost, or a spool replayed
 /// after a crash) adds only its new records: each record, its charge and its share of the
-/// rollups count once.
+/// rollups count once. Written first through the pool's connections, then through the
+/// metering writer's own (the backend's native driver), which asks which are there already.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_written_again_counts_each_record_once() {
     use llmux::metering::rollup::Privacy;
@@ -319,10 +320,12 @@ async fn a_batch_written_again_counts_each_record_once() {
         .write_generations(&[a.clone(), b.clone()], "n", &privacy)
         .await
         .unwrap();
+    let mut writer = store.connect_writer().await.unwrap();
     store
-        .write_generations(&[a, b, c], "n", &privacy)
+        .write_generations_on(&mut writer, &[a, b, c], "n", &privacy)
         .await
         .unwrap();
+    writer.close().await.unwrap();
 
     assert_eq!(store.generation_count().await.unwrap(), 3);
     let after = store.balance(&key.account).await.unwrap();
