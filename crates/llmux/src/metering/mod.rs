@@ -129,7 +129,8 @@ impl Meter {
     }
 
     /// End the writer once it has written what is queued (graceful shutdown, after the last
-    /// request), closing its connection. A record sent after stays in the spool, for the next start to write.
+    /// request), closing its connection. A record sent after stays in the spool, for the next
+    /// start to write.
     pub fn stop(&self) {
         if self.tx.send(Msg::Stop).is_ok() {
             self.stats.wake.notify_one();
