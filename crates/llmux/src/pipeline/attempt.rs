@@ -70,6 +70,11 @@ pub(super) fn note(
         Some(Failure::Upstream { error, .. }) => (error.status(), Some(error.message.clone())),
         Some(Failure::Unsupported(m)) => (None, Some(m.clone())),
     };
+    // Most requests make one attempt: room for one (a Vec's first push makes room for four,
+    // 350 bytes kept while a stream lasts).
+    if rec.provider_responses.capacity() == 0 {
+        rec.provider_responses.reserve_exact(1);
+    }
     rec.provider_responses.push(ProviderResponse {
         provider: e.provider.slug.clone(),
         endpoint: e.upstream_model.clone(),

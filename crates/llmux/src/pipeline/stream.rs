@@ -189,6 +189,7 @@ pub(crate) async fn drive(mut job: Box<Job>, head: oneshot::Sender<Head>) {
     let keepalive = job.gw.config.stream_keepalive;
     let plan = std::mem::take(&mut job.plan.routes);
     let mut last: Option<Failure> = None;
+    let mut streaming = None;
     'routes: for route in &plan {
         for c in &route.candidates {
             let e = &c.endpoint;
@@ -204,7 +205,10 @@ pub(crate) async fn drive(mut job: Box<Job>, head: oneshot::Sender<Head>) {
             match opened {
                 Ok(o) => {
                     attempt::note(&mut job.rec, e, started, None);
-                    return Box::pin(relay(job, client, &route.model, c, o)).await;
+                    // Boxed: this variable is part of the task's state while it waits for
+                    // the opening, as large as an `Opened` inline.
+                    streaming = Some((route.model.clone(), c.clone(), Box::new(o)));
+                    break 'routes;
                 }
                 Err(f) => {
                     attempt::note(&mut job.rec, e, started, Some(&f));
@@ -218,13 +222,24 @@ pub(crate) async fn drive(mut job: Box<Job>, head: oneshot::Sender<Head>) {
             }
         }
     }
-    // Every attempt failed before any content.
+    // The routes' lists are not kept while the stream lasts (about 600 bytes a stream).
+    drop(plan);
+    match streaming {
+        Some((model, c, o)) => Box::pin(relay(job, client, &model, &c, *o)).await,
+        // Boxed for the same reason as the phases above.
+        None => Box::pin(all_failed(job, client, last)).await,
+    }
+}
+
+/// Every attempt failed before any content: the error, as the response or (after keep-alive
+/// comments committed the response) as the stream's last event.
+async fn all_failed(mut job: Box<Job>, mut client: Client, last: Option<Failure>) {
     let err = attempt::final_error(last, &job.rec);
     job.rec.status = err.status.as_u16();
     job.rec.error = Some(err.message.clone());
     job.rec.latency_ms = Some(job.meta.received.elapsed().as_millis() as i64);
-    job.gw.meter.record(std::mem::take(&mut job.rec));
-    if client.committed() {
+    // Rendered before the record is handed over: the last event carries the generation's id.
+    let tail = client.committed().then(|| {
         let mut w =
             job.format
                 .stream_writer(&job.rec.id, &job.req.model, "", job.meta.received_ms / 1000);
@@ -235,9 +250,18 @@ pub(crate) async fn drive(mut job: Box<Job>, head: oneshot::Sender<Head>) {
             .and_then(|m| m["error_type"].as_str())
             .unwrap_or("provider_unavailable");
         w.error(err.status.as_u16(), &err.message, kind, &mut buf);
-        client.send(buf).await;
-    } else if let Some(h) = client.head.take() {
-        let _ = h.send(Head::Error(err));
+        buf
+    });
+    job.gw.meter.record(std::mem::take(&mut job.rec));
+    match tail {
+        Some(buf) => {
+            client.send(buf).await;
+        }
+        None => {
+            if let Some(h) = client.head.take() {
+                let _ = h.send(Head::Error(err));
+            }
+        }
     }
 }
 

@@ -326,9 +326,12 @@ impl Thread {
                 let conn = http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
                 watcher.watch(conn).await.map_err(Into::into)
             } else {
+                // Boxed: a task is as large as its largest state, and the automatic server's
+                // (which holds an HTTP/2 connection's) would make every HTTP/1 connection's
+                // task that large too.
                 let builder = auto::Builder::new(TokioExecutor::new());
                 let conn = builder.serve_connection(TokioIo::new(tcp), service);
-                watcher.watch(conn).await
+                Box::pin(watcher.watch(conn)).await
             };
             if let Err(e) = result {
                 tracing::trace!("connection closed: {e}");

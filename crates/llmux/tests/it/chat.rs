@@ -372,6 +372,55 @@ async fn a_slow_first_token_is_awaited_with_keepalive_comments() {
     assert_eq!(d["total_cost"].as_f64(), Some(0.0), "{record}");
 }
 
+/// When keep-alive comments have already committed the response and then every endpoint
+/// fails before its first token, the stream ends with an error event (OpenRouter's mid-stream
+/// error chunk) that names the generation, and the record says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_whose_endpoints_all_fail_after_keepalives_ends_with_an_error_event() {
+    let sim = sim().await;
+    let rest = format!(
+        "{}{}",
+        provider(
+            "stalling",
+            &format!("{}/v1", sim.base_url()),
+            "timeout_secs = 1"
+        ),
+        endpoint(MODEL, "stalling", "m+stall=0", "1", "1", ""),
+    );
+    let gw = Gateway::start("stream_keepalive_ms = 100", &rest).await;
+    let key = gw.create_key("t", None);
+    let body =
+        json!({"model": MODEL, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+
+    let resp = gw.post("/api/v1/chat/completions", &key.key, &body).await;
+    assert_eq!(resp.status(), 200, "committed by the keep-alive comments");
+    let id = resp.headers()["x-generation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.starts_with(": OPENROUTER PROCESSING"),
+        "keep-alive comments first: {text:?}"
+    );
+    let data = sse_data(&text);
+    assert_eq!(data.len(), 2, "the error, then the end: {text:?}");
+    assert_eq!(data[1], "[DONE]");
+    let event: Value = serde_json::from_str(&data[0]).unwrap();
+    assert_eq!(event["id"], id.as_str(), "{event}");
+    assert_eq!(event["error"]["code"], 408, "a timeout: {event}");
+    assert_eq!(
+        event["error"]["metadata"]["error_type"], "timeout",
+        "{event}"
+    );
+    assert_eq!(event["choices"][0]["finish_reason"], "error", "{event}");
+
+    let record = gw.wait_for_generation(&id, &key.key).await;
+    let d = &record["data"];
+    assert_eq!(d["tokens_completion"], 0, "{record}");
+    assert_eq!(d["total_cost"].as_f64(), Some(0.0), "{record}");
+}
+
 /// A client that stops reading a stream (and keeps its connection open) is given up on after
 /// `stream_send_timeout_ms`: the upstream stops, what was produced is billed, and the
 /// connection is closed rather than held.
