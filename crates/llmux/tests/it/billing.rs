@@ -573,7 +573,7 @@ async fn byok_keys_are_used_charged_a_fee_and_never_shown() {
         .post("/api/v1/chat/completions", uk, &echo_request())
         .await;
     assert_eq!(r.status(), 200);
-    let id = r.headers()["x-generation-id"].to_str().unwrap().to_string();
+    let id = generation_id(&r);
     let body = r.text().await.unwrap();
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["usage"]["is_byok"], true);

@@ -29,10 +29,7 @@ async fn completion_is_relayed_and_costed_exactly() {
         )
         .await;
     assert_eq!(resp.status(), 200);
-    let gen_id = resp.headers()["x-generation-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let gen_id = generation_id(&resp);
     let body = resp.text().await.unwrap();
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["id"], gen_id);
@@ -93,10 +90,7 @@ async fn stream_sends_deltas_then_one_usage_chunk() {
             .unwrap()
             .starts_with("text/event-stream")
     );
-    let gen_id = resp.headers()["x-generation-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let gen_id = generation_id(&resp);
     let body = resp.text().await.unwrap();
     let data = sse_data(&body);
     assert_eq!(data.last().unwrap(), "[DONE]");
@@ -265,7 +259,7 @@ async fn upstream_without_usage_is_counted_with_the_tokenizer() {
                 &json!({"model": MODEL, "stream": stream, "messages": [{"role": "user", "content": "echo: counting these words"}]}),
             )
             .await;
-        let id = r.headers()["x-generation-id"].to_str().unwrap().to_string();
+        let id = generation_id(&r);
         let _ = r.text().await.unwrap();
         let g: Value = gw
             .get(&format!("/api/v1/generation?id={id}"), &key.key)
@@ -300,10 +294,7 @@ async fn client_disconnect_mid_stream_is_recorded_as_cancelled_and_billed() {
             &json!({"model": MODEL, "stream": true, "messages": [{"role": "user", "content": "tell me a long story"}]}),
         )
         .await;
-    let id = resp.headers()["x-generation-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = generation_id(&resp);
     let mut got = 0;
     while got < 5 {
         if resp.chunk().await.unwrap().is_some() {
@@ -358,10 +349,7 @@ async fn a_slow_first_token_is_awaited_with_keepalive_comments() {
         .post("/api/v1/chat/completions", &key.key, &body("z-ai/glm-5"))
         .await;
     assert_eq!(resp.status(), 200);
-    let id = resp.headers()["x-generation-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = generation_id(&resp);
     let chunk = resp.chunk().await.unwrap().unwrap();
     assert!(chunk.starts_with(b": OPENROUTER PROCESSING"), "{chunk:?}");
     drop(resp);
@@ -394,10 +382,7 @@ async fn a_stream_whose_endpoints_all_fail_after_keepalives_ends_with_an_error_e
 
     let resp = gw.post("/api/v1/chat/completions", &key.key, &body).await;
     assert_eq!(resp.status(), 200, "committed by the keep-alive comments");
-    let id = resp.headers()["x-generation-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = generation_id(&resp);
     let text = resp.text().await.unwrap();
     assert!(
         text.starts_with(": OPENROUTER PROCESSING"),
@@ -439,10 +424,7 @@ async fn a_client_that_stops_reading_is_given_up_on() {
         json!({"model": MODEL, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     let resp = gw.post("/api/v1/chat/completions", &key.key, &body).await;
     assert_eq!(resp.status(), 200);
-    let id = resp.headers()["x-generation-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = generation_id(&resp);
     // Nothing of the body is read: the buffers fill, and llmux waits for the client.
     let record = gw.wait_for_generation(&id, &key.key).await;
     let d = &record["data"];

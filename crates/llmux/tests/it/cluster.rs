@@ -690,7 +690,7 @@ async fn a_node_rides_out_postgres_and_redis_outages() {
     };
     let answered = async |r: reqwest::Response, ids: &mut Vec<String>| {
         assert_eq!(r.status(), 200);
-        ids.push(r.headers()["x-generation-id"].to_str().unwrap().to_string());
+        ids.push(generation_id(&r));
         raw_number(&r.text().await.unwrap(), "cost")
     };
     for i in 0..4 {
@@ -702,7 +702,7 @@ async fn a_node_rides_out_postgres_and_redis_outages() {
         .post("/api/v1/chat/completions", &postpaid.key, &echo_request())
         .await;
     assert_eq!(r.status(), 200);
-    ids.push(r.headers()["x-generation-id"].to_str().unwrap().to_string());
+    ids.push(generation_id(&r));
     let _ = r.bytes().await;
 
     // PostgreSQL away: the node still answers (keys, credits and limits need no database);
@@ -731,7 +731,7 @@ async fn a_node_rides_out_postgres_and_redis_outages() {
         200,
         "a key with nothing shared to check needs no Redis"
     );
-    ids.push(r.headers()["x-generation-id"].to_str().unwrap().to_string());
+    ids.push(generation_id(&r));
     let _ = r.bytes().await;
 
     // Both back (Redis empty): the account's credits are rebuilt from the ledger once the

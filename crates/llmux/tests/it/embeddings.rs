@@ -38,7 +38,7 @@ async fn embeddings_are_billed_per_input_token() {
         )
         .await;
     assert_eq!(r.status(), 200);
-    let id = r.headers()["x-generation-id"].to_str().unwrap().to_string();
+    let id = generation_id(&r);
     let body = r.text().await.unwrap();
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["object"], "list");

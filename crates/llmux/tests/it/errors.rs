@@ -320,7 +320,7 @@ async fn failures_are_recorded_too() {
             &json!({"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
         )
         .await;
-    let id = r.headers()["x-generation-id"].to_str().unwrap().to_string();
+    let id = generation_id(&r);
     let g: Value =
         s.gw.get(&format!("/api/v1/generation?id={id}"), &s.key.key)
             .await

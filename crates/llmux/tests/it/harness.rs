@@ -508,6 +508,14 @@ pub async fn error_message(resp: reqwest::Response, status: u16) -> String {
         .to_string()
 }
 
+/// The generation id a response names (`X-Generation-Id`, which every chat answer carries).
+pub fn generation_id(resp: &reqwest::Response) -> String {
+    resp.headers()["x-generation-id"]
+        .to_str()
+        .expect("a visible-ASCII generation id")
+        .to_string()
+}
+
 /// Parse an SSE body into its `data:` payloads.
 pub fn sse_data(body: &str) -> Vec<String> {
     body.replace("\r\n", "\n")

@@ -374,7 +374,7 @@ async fn model_fallbacks_free_and_thinking_variants() {
         json!({"models": ["openai/gpt-4o", "z-ai/glm-5"], "route": "fallback", "messages": [{"role": "user", "content": "echo: one two"}]}),
     ] {
         let r = gw.post("/api/v1/chat/completions", k, &body).await;
-        let id = r.headers()["x-generation-id"].to_str().unwrap().to_string();
+        let id = generation_id(&r);
         let text = r.text().await.unwrap();
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["model"], "z-ai/glm-5", "{v}");
@@ -492,7 +492,7 @@ async fn injected_faults_fall_back_or_end_cleanly() {
             let started = Instant::now();
             let r = gw.post("/api/v1/chat/completions", k, &body).await;
             assert_eq!(r.status(), 200, "{model} stream={stream}");
-            let id = r.headers()["x-generation-id"].to_str().unwrap().to_string();
+            let id = generation_id(&r);
             let text = r.text().await.unwrap();
             assert!(
                 started.elapsed() < Duration::from_secs(4),
@@ -545,7 +545,7 @@ async fn injected_faults_fall_back_or_end_cleanly() {
     // straight to the fallback.
     let body = json!({"model": "openai/gpt-4.1", "provider": {"sort": "price"}, "messages": [{"role": "user", "content": "echo: x"}]});
     let r = gw.post("/api/v1/chat/completions", k, &body).await;
-    let id = r.headers()["x-generation-id"].to_str().unwrap().to_string();
+    let id = generation_id(&r);
     let _ = r.text().await;
     let g: Value = gw
         .get(&format!("/api/v1/generation?id={id}"), k)

@@ -85,7 +85,7 @@ async fn kill_9_loses_no_answered_record() {
             )
             .await;
         assert_eq!(r.status(), 200);
-        ids.push(r.headers()["x-generation-id"].to_str().unwrap().to_string());
+        ids.push(generation_id(&r));
         spent += dec(&raw_number(&r.text().await.unwrap(), "cost"));
     }
     gw.kill9();

@@ -165,10 +165,7 @@ async fn migrate_moves_a_sqlite_installation_to_postgresql() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        ids.push((
-            r.headers()["x-generation-id"].to_str().unwrap().to_string(),
-            key.key.clone(),
-        ));
+        ids.push((generation_id(&r), key.key.clone()));
         let _ = r.text().await;
     }
     gw.terminate();
