@@ -2,8 +2,8 @@
 # A/B: two (or more) llmux binaries against the same upstream, taking turns in one run, so
 # that the machine's drift (on shared cores throughput moves by ±30% from one minute to the
 # next) falls on every binary alike. Prints requests/s, p50 and llmux's CPU per request (all
-# its threads, from /proc, and split: the serving threads, SQLite's threads, the rest) for
-# each turn; CPU per request is the steadier figure.
+# its threads, from /proc, and split: the serving threads, the metering writer's and SQLite's
+# threads, the rest) for each turn; CPU per request is the steadier figure.
 #
 #   bench/ab.sh /tmp/llmux-before target/release/llmux
 #   CONNECTIONS=1 ROUNDS=5 DURATION=10 bench/ab.sh A B
@@ -32,13 +32,14 @@ key=$(create_key "$1" ab "$work/llmux.toml")
 export WRK_KEY=$key WRK_MODEL=openai/gpt-4o-mini
 url="http://127.0.0.1:$llmux_port/api/v1/chat/completions"
 # CPU ticks of a process, whole ("total T", exited threads included) and per live thread
-# ("TID GROUP T"): serving threads, SQLite's (one per connection), the rest.
+# ("TID GROUP T"): serving threads, the metering writer's (llmux-meter) and SQLite's (sqlx's,
+# one per pooled connection), the rest.
 cpu_snapshot() {
     local t
     echo "total $(awk '{print $14 + $15}' "/proc/$1/stat")"
     for t in /proc/"$1"/task/*; do
         local comm; comm=$(cat "$t/comm" 2>/dev/null) || continue
-        case "$comm" in llmux-serve*) comm=serving ;; sqlx-sqlite*) comm=sqlite ;; *) comm=rest ;; esac
+        case "$comm" in llmux-serve*) comm=serving ;; llmux-meter|sqlx-sqlite*) comm=sqlite ;; *) comm=rest ;; esac
         echo "${t##*/} $comm $(awk '{print $14 + $15}' "$t/stat" 2>/dev/null || echo 0)"
     done
 }
@@ -55,7 +56,7 @@ cpu_per_request() { # BEFORE AFTER REQUESTS
 }
 
 printf '%-40s %6s %10s %12s %16s %26s\n' binary conns p50 requests/s "CPU µs/request" \
-    "serving / SQLite / rest"
+    "serving / writer+SQLite / rest"
 for _ in $(seq "$rounds"); do
     for b in "$@"; do
         LLMUX_LOG=warn "$b" serve --config "$work/llmux.toml" >/dev/null 2>>"$work/llmux.log" &

@@ -52,7 +52,8 @@ pub struct Meter {
 }
 
 impl Meter {
-    /// Start the writer. It stops once every `Meter` clone is dropped and the queue is drained.
+    /// Start the writer. It stops once every `Meter` clone is dropped and the queue is drained
+    /// (or on [`Meter::stop`]); the receiver returned resolves then.
     pub fn start(
         store: Store,
         settings: &MeteringSettings,
@@ -60,7 +61,7 @@ impl Meter {
         metrics: Arc<crate::metrics::Metrics>,
         privacy: Arc<rollup::Privacy>,
         spool: Option<Arc<spool::Spool>>,
-    ) -> (Meter, tokio::task::JoinHandle<()>) {
+    ) -> (Meter, oneshot::Receiver<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(MeterStats::default());
         let writer = Writer {
@@ -74,7 +75,23 @@ impl Meter {
             spool: spool.clone(),
             conn: None,
         };
-        let handle = tokio::spawn(writer.run());
+        // A thread and runtime of its own: on SQLite, the writer's calls into the database run
+        // where they are made, and block (see `storage::writer`). The receiver resolves once
+        // the writer has stopped, its last batch written.
+        let (stopped, handle) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("llmux-meter".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(writer.run()),
+                    Err(e) => tracing::error!("metering writer: no runtime: {e}"),
+                }
+                let _ = stopped.send(());
+            })
+            .expect("starting the metering writer's thread");
         (
             Meter {
                 tx,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::writer::{Statement, WriteDb};
+use super::writer::{Statement, WriteConn};
 use super::{Backend, Store, WriterConnection, flag, placeholders, statement_chunks};
 use crate::metering::rollup::{Deltas, Period, Privacy};
 use crate::metering::{Charge, GenerationRecord, ProviderResponse};
@@ -172,7 +172,7 @@ impl Store {
         privacy: &Privacy,
     ) -> anyhow::Result<()> {
         let mut conn = self.pool().acquire().await?;
-        self.write::<sqlx::Any>(&mut conn, batch, node, Some(privacy))
+        self.write(&mut *conn, batch, node, Some(privacy))
             .await
             .map(|_| ())
     }
@@ -187,14 +187,8 @@ impl Store {
         privacy: &Privacy,
     ) -> anyhow::Result<()> {
         match conn {
-            WriterConnection::Sqlite(c) => {
-                self.write::<sqlx::Sqlite>(c, batch, node, Some(privacy))
-                    .await
-            }
-            WriterConnection::Postgres(c) => {
-                self.write::<sqlx::Postgres>(c, batch, node, Some(privacy))
-                    .await
-            }
+            WriterConnection::Sqlite(c) => self.write(c, batch, node, Some(privacy)).await,
+            WriterConnection::Postgres(c) => self.write(c, batch, node, Some(privacy)).await,
         }
         .map(|_| ())
     }
@@ -208,35 +202,34 @@ impl Store {
         node: &str,
     ) -> anyhow::Result<u64> {
         let mut conn = self.pool().acquire().await?;
-        self.write::<sqlx::Any>(&mut conn, batch, node, None).await
+        self.write(&mut *conn, batch, node, None).await
     }
 
     /// Most batches hold new records only: they are inserted without asking first which are
     /// written already. When some were (a batch retried after a commit whose answer was
     /// lost, a spool replayed after a crash), that transaction is rolled back and the batch
     /// written again, asking.
-    async fn write<DB: WriteDb>(
+    async fn write<C: WriteConn>(
         &self,
-        conn: &mut DB::Connection,
+        conn: &mut C,
         batch: &[GenerationRecord],
         node: &str,
         rollups: Option<&Privacy>,
     ) -> anyhow::Result<u64> {
-        match self
-            .write_batch::<DB>(conn, batch, node, rollups, false)
-            .await
-        {
+        match self.write_batch(conn, batch, node, rollups, false).await {
             Err(e) if e.is::<AlreadyWritten>() => {
-                self.write_batch::<DB>(conn, batch, node, rollups, true)
-                    .await
+                self.write_batch(conn, batch, node, rollups, true).await
             }
             result => result,
         }
     }
 
-    async fn write_batch<DB: WriteDb>(
+    /// One transaction: committed when all went well, otherwise rolled back here (not left
+    /// to the connection: a pool's connection goes back to it, a transaction left open on
+    /// SQLite holds the write lock, and the second try writes on the same connection).
+    async fn write_batch<C: WriteConn>(
         &self,
-        conn: &mut DB::Connection,
+        conn: &mut C,
         batch: &[GenerationRecord],
         node: &str,
         rollups: Option<&Privacy>,
@@ -245,7 +238,32 @@ impl Store {
         if batch.is_empty() {
             return Ok(0);
         }
-        let mut tx = sqlx::Connection::begin(conn).await?;
+        conn.begin().await?;
+        match self
+            .write_batch_in_transaction(conn, batch, node, rollups, ask_first)
+            .await
+        {
+            Ok(new) => {
+                conn.commit().await?;
+                Ok(new)
+            }
+            Err(e) => {
+                if let Err(r) = conn.rollback().await {
+                    tracing::warn!("rolling back a batch of generation records: {r:#}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_batch_in_transaction<C: WriteConn>(
+        &self,
+        conn: &mut C,
+        batch: &[GenerationRecord],
+        node: &str,
+        rollups: Option<&Privacy>,
+        ask_first: bool,
+    ) -> anyhow::Result<u64> {
         let mut deltas = Deltas::default();
         let mut charges = BatchCharges::default();
         let mut new = 0u64;
@@ -254,7 +272,7 @@ impl Store {
             // with `RETURNING id`, whose rows SQLite's driver hands over one message (and one
             // thread wake-up) each.
             let existing = match ask_first {
-                true => self.existing_generations::<DB>(&mut *tx, chunk).await?,
+                true => self.existing_generations(conn, chunk).await?,
                 false => Default::default(),
             };
             let fresh: Vec<&GenerationRecord> = chunk
@@ -280,10 +298,15 @@ impl Store {
                     Backend::Postgres => "id, created_at",
                 }
             );
-            let mut q = Statement::<DB>::new(sql);
-            for (g, charge) in fresh.iter().zip(&charged) {
-                let responses = (!g.provider_responses.is_empty())
-                    .then(|| serde_json::to_string(&g.provider_responses).unwrap_or_default());
+            let responses: Vec<Option<String>> = fresh
+                .iter()
+                .map(|g| {
+                    (!g.provider_responses.is_empty())
+                        .then(|| serde_json::to_string(&g.provider_responses).unwrap_or_default())
+                })
+                .collect();
+            let mut q = Statement::new(sql);
+            for ((g, charge), responses) in fresh.iter().zip(&charged).zip(&responses) {
                 q = q
                     .text(g.id.as_str())
                     .int(g.created_at_ms)
@@ -323,12 +346,8 @@ impl Store {
                     .int(g.byok_usage.0)
                     .text(charge.map(|i| charges.entries[i].reference.as_str()));
             }
-            let written = q.execute(&mut *tx).await?;
+            let written = q.execute(conn).await?;
             if !ask_first && written < fresh.len() as u64 {
-                // Rolled back here, not on drop: a dropped transaction's rollback is queued on
-                // its connection, whose write lock would then still be held when the second
-                // try, on another connection, writes (SQLite answers "database is locked").
-                tx.rollback().await?;
                 return Err(AlreadyWritten.into());
             }
             // Records are written by their own node's writer only; another writer racing on
@@ -352,7 +371,7 @@ impl Store {
                  VALUES {}",
                 placeholders(self.backend(), entries.len(), 8)
             );
-            let mut q = Statement::<DB>::new(sql);
+            let mut q = Statement::new(sql);
             for e in entries {
                 q = q
                     .text(e.account_id)
@@ -364,19 +383,18 @@ impl Store {
                     .int(e.first_at_ms)
                     .text(e.reference.as_str());
             }
-            q.execute(&mut *tx).await?;
+            q.execute(conn).await?;
         }
         if !deltas.is_empty() {
-            super::rollups::apply::<DB>(&mut *tx, self.backend(), &deltas).await?;
+            super::rollups::apply(conn, self.backend(), &deltas).await?;
         }
-        tx.commit().await?;
         Ok(new)
     }
 
     /// The ids of `chunk` already in the table.
-    async fn existing_generations<DB: WriteDb>(
+    async fn existing_generations<C: WriteConn>(
         &self,
-        conn: &mut DB::Connection,
+        conn: &mut C,
         chunk: &[GenerationRecord],
     ) -> anyhow::Result<std::collections::HashSet<String>> {
         let backend = self.backend();
@@ -390,7 +408,7 @@ impl Store {
                 chunk.len() + 2
             ),
         };
-        let mut q = Statement::<DB>::new(sql);
+        let mut q = Statement::new(sql);
         for g in chunk {
             q = q.text(g.id.as_str());
         }

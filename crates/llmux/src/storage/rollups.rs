@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::writer::{Statement, WriteDb};
+use super::writer::{Statement, WriteConn};
 use super::{Backend, Store, flag, placeholders, statement_chunks};
 use crate::metering::rollup::{AccountKey, AppKey, Deltas, ModelKey, Period, Privacy, Sums};
 
@@ -27,14 +27,14 @@ fn add_sums(table: &str, cols: &[&str]) -> String {
 }
 
 /// Upsert `rows` into `table`: key columns, then sums added to what is there.
-async fn upsert<DB: WriteDb, K>(
-    conn: &mut DB::Connection,
+async fn upsert<'a, C: WriteConn, K>(
+    conn: &mut C,
     backend: Backend,
     table: &str,
     key_cols: &[&str],
     sum_cols: &[&str],
-    rows: &[(&K, &Sums)],
-    bind: impl Fn(Statement<DB>, &K, &Sums) -> Statement<DB>,
+    rows: &[(&'a K, &'a Sums)],
+    bind: impl Fn(Statement<'a>, &'a K, &'a Sums) -> Statement<'a>,
 ) -> anyhow::Result<()> {
     let cols: Vec<&str> = key_cols.iter().chain(sum_cols).copied().collect();
     for chunk in statement_chunks(rows) {
@@ -54,7 +54,7 @@ async fn upsert<DB: WriteDb, K>(
     Ok(())
 }
 
-fn bind_sums<DB: WriteDb>(q: Statement<DB>, s: &Sums) -> Statement<DB> {
+fn bind_sums<'a>(q: Statement<'a>, s: &Sums) -> Statement<'a> {
     q.int(s.requests)
         .int(s.prompt)
         .int(s.completion)
@@ -77,20 +77,20 @@ pub(super) const ACCOUNT_KEY: &[&str] = &[
 ];
 
 /// Add a batch's deltas inside the caller's transaction (`conn`).
-pub(super) async fn apply<DB: WriteDb>(
-    conn: &mut DB::Connection,
+pub(super) async fn apply<C: WriteConn>(
+    conn: &mut C,
     backend: Backend,
     d: &Deltas,
 ) -> anyhow::Result<()> {
     let models: Vec<(&ModelKey, &Sums)> = d.models.iter().collect();
-    upsert::<DB, _>(
+    upsert(
         conn,
         backend,
         "rollup_models",
         MODEL_KEY,
         &SUM_COLUMNS,
         &models,
-        |q, k: &ModelKey, s| {
+        |q, k, s| {
             bind_sums(
                 q.text(k.period.name())
                     .int(k.start)
@@ -103,14 +103,14 @@ pub(super) async fn apply<DB: WriteDb>(
     )
     .await?;
     let apps: Vec<(&AppKey, &Sums)> = d.apps.iter().collect();
-    upsert::<DB, _>(
+    upsert(
         conn,
         backend,
         "rollup_apps",
         APP_KEY,
         &SUM_COLUMNS,
         &apps,
-        |q, k: &AppKey, s| {
+        |q, k, s| {
             bind_sums(
                 q.text(k.period.name())
                     .int(k.start)
@@ -125,14 +125,14 @@ pub(super) async fn apply<DB: WriteDb>(
     let accounts: Vec<(&AccountKey, &Sums)> = d.accounts.iter().collect();
     let mut account_sums: Vec<&str> = SUM_COLUMNS.to_vec();
     account_sums.push("byok_usage");
-    upsert::<DB, _>(
+    upsert(
         conn,
         backend,
         "rollup_accounts",
         ACCOUNT_KEY,
         &account_sums,
         &accounts,
-        |q, k: &AccountKey, s| {
+        |q, k, s| {
             bind_sums(
                 q.text(k.account_id.as_str())
                     .text(k.period.name())
@@ -147,7 +147,7 @@ pub(super) async fn apply<DB: WriteDb>(
     )
     .await?;
     for (app, seen) in &d.apps_seen {
-        Statement::<DB>::new(
+        Statement::new(
             "INSERT INTO apps (app, title, first_seen, last_seen) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (app) DO UPDATE SET \
                title = CASE WHEN excluded.last_seen >= apps.last_seen AND excluded.title IS NOT NULL \
@@ -575,7 +575,7 @@ impl Store {
     /// Add deltas to the rollups (for bulk loads that wrote their records without them).
     pub async fn add_rollups(&self, d: &Deltas) -> anyhow::Result<()> {
         let mut tx = self.pool().begin().await?;
-        apply::<sqlx::Any>(&mut *tx, self.backend(), d).await?;
+        apply(&mut *tx, self.backend(), d).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -620,7 +620,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        apply::<sqlx::Any>(&mut *tx, self.backend(), &all).await?;
+        apply(&mut *tx, self.backend(), &all).await?;
         tx.commit().await?;
         Ok(all)
     }
