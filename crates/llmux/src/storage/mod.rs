@@ -1,8 +1,9 @@
 //! Storage: one interface ([`Store`]) over SQLite (the embedded default) and PostgreSQL (for
 //! many gateway nodes). Both run the same queries through sqlx's runtime-generic driver (the
-//! metering writer's on a connection of the backend's own driver: [`writer`]); the schema is
-//! kept in one migration set per backend (`migrations/`). Money is integer picodollars, times
-//! are Unix milliseconds, flags are 0/1 integers, so every value maps the same way on both.
+//! metering writer's on a connection of its own, rusqlite's or PostgreSQL's: [`writer`]); the
+//! schema is kept in one migration set per backend (`migrations/`). Money is integer
+//! picodollars, times are Unix milliseconds, flags are 0/1 integers, so every value maps the
+//! same way on both.
 
 mod accounts;
 mod byok;

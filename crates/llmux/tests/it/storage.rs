@@ -301,7 +301,7 @@ async fn model_rollups(
 /// A batch written again (retried after a commit whose answer was lost, or a spool replayed
 /// after a crash) adds only its new records: each record, its charge and its share of the
 /// rollups count once. Written first through the pool's connections, then through the
-/// metering writer's own (the backend's native driver), which asks which are there already.
+/// metering writer's own (rusqlite's on SQLite), which asks which are there already.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_written_again_counts_each_record_once() {
     use llmux::metering::rollup::Privacy;
