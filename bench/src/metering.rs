@@ -22,7 +22,8 @@ pub struct Args {
     #[arg(long, default_value_t = 1000)]
     batch: usize,
     /// Write through the pool's `Any` connections (as bulk loads do), not through the
-    /// writer's own connection on the backend's native driver: what the native binding saves.
+    /// writer's own connection (rusqlite's on SQLite, sqlx's native driver's on PostgreSQL):
+    /// what that connection saves.
     #[arg(long)]
     through_pool: bool,
 }
@@ -42,8 +43,12 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let now = llmux::clock::now_ms();
     let node = format!("bench-{now}");
     let privacy = Privacy::default();
-    // One connection for every batch, as the gateway's metering writer does.
-    let mut conn = store.connect_writer().await?;
+    // One connection for every batch, as the gateway's metering writer does (none when the
+    // batches go through the pool).
+    let mut conn = match a.through_pool {
+        true => None,
+        false => Some(store.connect_writer().await?),
+    };
     let started = Instant::now();
     let mut written = 0;
     while written < a.records {
@@ -79,12 +84,13 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                 }
             })
             .collect();
-        if a.through_pool {
-            store.write_generations(&batch, &node, &privacy).await?;
-        } else {
-            store
-                .write_generations_on(&mut conn, &batch, &node, &privacy)
-                .await?;
+        match &mut conn {
+            Some(conn) => {
+                store
+                    .write_generations_on(conn, &batch, &node, &privacy)
+                    .await?
+            }
+            None => store.write_generations(&batch, &node, &privacy).await?,
         }
         written += n;
     }
