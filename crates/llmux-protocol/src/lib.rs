@@ -13,6 +13,7 @@ pub mod anthropic;
 pub mod canonical;
 pub mod error;
 pub mod gemini;
+mod json;
 pub mod openai;
 pub mod sse;
 

@@ -285,7 +285,7 @@ pub fn encode_request(
             body.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
-    serde_json::to_vec(&Value::Object(body)).map_err(|e| unsupported(e.to_string()))
+    crate::json::to_vec(&Value::Object(body), 512).map_err(unsupported)
 }
 
 #[cfg(test)]

@@ -95,10 +95,7 @@ pub fn encode_request(
 ) -> Result<Vec<u8>, ProtocolError> {
     check_expressible(req)?;
     let body = Body { req, opts };
-    let mut out = Vec::with_capacity(512);
-    serde_json::to_writer(&mut out, &body)
-        .map_err(|e| ProtocolError::unsupported(e.to_string()))?;
-    Ok(out)
+    crate::json::to_vec(&body, 512).map_err(ProtocolError::unsupported)
 }
 
 struct Body<'a> {
@@ -467,6 +464,48 @@ mod tests {
         )
         .unwrap();
         serde_json::from_slice(&out).unwrap()
+    }
+
+    /// The body is written by sonic-rs (`crate::json`); every byte must be what serde_json
+    /// writes for the same request: escapes, non-ASCII text, numbers, extras.
+    #[test]
+    fn the_body_is_byte_for_byte_what_serde_json_writes() {
+        let body = r#"{"model":"a/b","temperature":0.7,"top_p":1,"seed":-3,"max_tokens":64,
+            "frequency_penalty":-0.25,"presence_penalty":1e-3,"stop":["\n\n","</s>"],
+            "messages":[{"role":"system","content":"quote \" backslash \\ tab \t nul \u0000 bell \u0007 del \u007f"},
+            {"role":"user","content":[{"type":"text","text":"é 😀 \u2028 \u2029 </script> long ... "},
+                {"type":"image_url","image_url":{"url":"https://x.example/a.png","detail":"high"}}]},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function",
+                "function":{"name":"f","arguments":"{\"a\":[1,2.5,\"\\n\"]}"}}]},
+            {"role":"tool","tool_call_id":"c1","content":"{\"ok\":true}"}],
+            "tools":[{"type":"function","function":{"name":"f","description":"d \"q\"",
+                "parameters":{"type":"object","properties":{"a":{"type":"array","maxItems":1.5e3}}}}}],
+            "response_format":{"type":"json_object"},"logit_bias":{"50256":-100},"user":"u\u00e9"}"#;
+        let req = parse_request(body.as_bytes()).unwrap();
+        for dialect in [
+            Dialect::OpenAi,
+            Dialect::OpenRouter,
+            Dialect::DeepSeek,
+            Dialect::Generic,
+        ] {
+            let opts = EncodeOptions {
+                model: "up-model",
+                stream: true,
+                dialect,
+                stream_usage: true,
+                forward_extra: true,
+            };
+            let ours = encode_request(&req, &opts).unwrap();
+            let serde = serde_json::to_vec(&Body {
+                req: &req,
+                opts: &opts,
+            })
+            .unwrap();
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                String::from_utf8(serde).unwrap()
+            );
+        }
     }
 
     #[test]
