@@ -7,6 +7,7 @@
 #
 #   bench/ab.sh /tmp/llmux-before target/release/llmux
 #   CONNECTIONS=1 ROUNDS=5 DURATION=10 bench/ab.sh A B
+#   SCRIPT=bench/gateway/post-long.lua bench/ab.sh A B    # a 37 KB prompt
 #
 # The upstream is nginx answering with a fixed OpenAI chat completion, as in bench/gateway.sh;
 # each binary serves the same configuration and database (a real key, metering, the spool).
@@ -19,6 +20,7 @@ for tool in wrk nginx; do
 done
 for b in "$@"; do [ -x "$b" ] || { echo "$b is not an executable"; exit 1; }; done
 rounds="${ROUNDS:-3}"; conns="${CONNECTIONS:-32}"; duration="${DURATION:-5}"
+script="${SCRIPT:-bench/gateway/post.lua}"
 
 source bench/lib.sh
 
@@ -62,9 +64,9 @@ for _ in $(seq "$rounds"); do
         LLMUX_LOG=warn "$b" serve --config "$work/llmux.toml" >/dev/null 2>>"$work/llmux.log" &
         pid=$!
         wait_for_ports $llmux_port >/dev/null || { echo "$b did not start"; cat "$work/llmux.log"; exit 1; }
-        wrk -t1 -c"$conns" -d2s -s bench/gateway/post.lua "$url" >/dev/null # warm-up
+        wrk -t1 -c"$conns" -d2s -s "$script" "$url" >/dev/null # warm-up
         before=$(cpu_snapshot "$pid")
-        out=$(wrk -t1 -c"$conns" -d"${duration}s" --latency -s bench/gateway/post.lua "$url")
+        out=$(wrk -t1 -c"$conns" -d"${duration}s" --latency -s "$script" "$url")
         after=$(cpu_snapshot "$pid")
         n=$(awk '/requests in/ {print $1}' <<<"$out")
         read -r all serving sqlite rest <<<"$(cpu_per_request "$before" "$after" "$n")"

@@ -7,6 +7,7 @@
 #
 #   bench/instructions.sh /tmp/llmux-before target/release/llmux
 #   DURATION=30 TOP=25 bench/instructions.sh A B
+#   SCRIPT=bench/gateway/post-long.lua bench/instructions.sh A B    # a 37 KB prompt
 #
 # Prints, per binary: instructions per request (all threads), then the heaviest of llmux's own
 # functions, inclusive, per request. Needs: valgrind, wrk, nginx.
@@ -18,6 +19,7 @@ for tool in valgrind callgrind_annotate callgrind_control wrk nginx; do
 done
 for b in "$@"; do [ -x "$b" ] || { echo "$b is not an executable"; exit 1; }; done
 duration="${DURATION:-15}"; top="${TOP:-15}"
+script="${SCRIPT:-bench/gateway/post.lua}"
 
 source bench/lib.sh
 
@@ -42,9 +44,9 @@ for b in "$@"; do
     for _ in $(seq 600); do listening $llmux_port && break; sleep 0.1; done
     listening $llmux_port || { echo "$b did not start under valgrind"; tail "$work/valgrind.log"; exit 1; }
     # Warm up (connections, caches, the first requests' one-time work), then count from zero.
-    wrk -t1 -c1 -d3s -s bench/gateway/post.lua "$url" >/dev/null
+    wrk -t1 -c1 -d3s -s "$script" "$url" >/dev/null
     callgrind_control -z "$pid" >/dev/null 2>&1
-    result=$(wrk -t1 -c1 -d"${duration}s" -s bench/gateway/post.lua "$url")
+    result=$(wrk -t1 -c1 -d"${duration}s" -s "$script" "$url")
     n=$(awk '/requests in/ {print $1}' <<<"$result")
     callgrind_control -d "$pid" >/dev/null 2>&1
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
