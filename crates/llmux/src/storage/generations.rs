@@ -239,21 +239,21 @@ impl Store {
             return Ok(0);
         }
         conn.begin().await?;
-        match self
+        let result = match self
             .write_batch_in_transaction(conn, batch, node, rollups, ask_first)
             .await
         {
-            Ok(new) => {
-                conn.commit().await?;
-                Ok(new)
-            }
-            Err(e) => {
-                if let Err(r) = conn.rollback().await {
-                    tracing::warn!("rolling back a batch of generation records: {r:#}");
-                }
-                Err(e)
-            }
+            Ok(new) => conn.commit().await.map(|()| new),
+            Err(e) => Err(e),
+        };
+        // After a failed commit too: SQLite keeps the transaction open when it could not
+        // commit for a lock, PostgreSQL has ended it (and answers the rollback with a notice).
+        if result.is_err()
+            && let Err(r) = conn.rollback().await
+        {
+            tracing::debug!("rolling back a batch of generation records: {r:#}");
         }
+        result
     }
 
     async fn write_batch_in_transaction<C: WriteConn>(
