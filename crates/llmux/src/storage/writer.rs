@@ -84,6 +84,23 @@ pub(crate) trait WriteConn: Send {
     ) -> BoxFuture<'c, anyhow::Result<Vec<String>>>;
 }
 
+/// The values, copied into sqlx's arguments for `DB`.
+fn sqlx_arguments<DB: sqlx::Database>(values: &[Value<'_>]) -> sqlx::Result<DB::Arguments>
+where
+    for<'a> Option<&'a str>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> Option<i64>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut bound = DB::Arguments::default();
+    for v in values {
+        match *v {
+            Value::Text(t) => bound.add(t),
+            Value::Int(i) => bound.add(i),
+        }
+        .map_err(sqlx::Error::Encode)?;
+    }
+    Ok(bound)
+}
+
 /// sqlx's connections: the values are copied into the driver's arguments. Transactions are
 /// begun and ended in SQL: [`Store`]'s batches always end theirs (see `write_batch`).
 macro_rules! sqlx_write_conn {
@@ -113,14 +130,7 @@ macro_rules! sqlx_write_conn {
                 args: &'c [Value<'c>],
             ) -> BoxFuture<'c, anyhow::Result<u64>> {
                 async move {
-                    let mut bound = <$db as sqlx::Database>::Arguments::default();
-                    for v in args {
-                        match *v {
-                            Value::Text(t) => bound.add(t),
-                            Value::Int(i) => bound.add(i),
-                        }
-                        .map_err(sqlx::Error::Encode)?;
-                    }
+                    let bound = sqlx_arguments::<$db>(args)?;
                     let q = sqlx::query_with(sqlx::AssertSqlSafe(sql.to_string()), bound);
                     Ok(Executor::execute(&mut *self, q).await?.rows_affected())
                 }
@@ -133,14 +143,7 @@ macro_rules! sqlx_write_conn {
                 args: &'c [Value<'c>],
             ) -> BoxFuture<'c, anyhow::Result<Vec<String>>> {
                 async move {
-                    let mut bound = <$db as sqlx::Database>::Arguments::default();
-                    for v in args {
-                        match *v {
-                            Value::Text(t) => bound.add(t),
-                            Value::Int(i) => bound.add(i),
-                        }
-                        .map_err(sqlx::Error::Encode)?;
-                    }
+                    let bound = sqlx_arguments::<$db>(args)?;
                     let q = sqlx::query_with(sqlx::AssertSqlSafe(sql.to_string()), bound);
                     let rows = Executor::fetch_all(&mut *self, q).await?;
                     Ok(rows
