@@ -4,6 +4,7 @@
 //! equal a recount of the records; `llmux rollups rebuild` folds every record again.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 
@@ -188,8 +189,8 @@ impl Privacy {
 pub struct ModelKey {
     pub period: Period,
     pub start: i64,
-    pub model: String,
-    pub provider: String,
+    pub model: Arc<str>,
+    pub provider: Arc<str>,
     pub public: bool,
 }
 
@@ -197,19 +198,19 @@ pub struct ModelKey {
 pub struct AppKey {
     pub period: Period,
     pub start: i64,
-    pub app: String,
-    pub model: String,
+    pub app: Arc<str>,
+    pub model: Arc<str>,
     pub public: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct AccountKey {
-    pub account_id: String,
+    pub account_id: Arc<str>,
     pub period: Period,
     pub start: i64,
-    pub key_hash: String,
-    pub model: String,
-    pub provider: String,
+    pub key_hash: Arc<str>,
+    pub model: Arc<str>,
+    pub provider: Arc<str>,
 }
 
 /// An app as seen in a batch: its latest title, first and last use.
@@ -234,30 +235,30 @@ pub struct Deltas {
 const MAX_APP_LEN: usize = 200;
 
 /// The app a record came from: its `HTTP-Referer`, else its `X-Title`.
-pub fn app_of(r: &GenerationRecord) -> Option<String> {
-    let pick = |s: &Option<String>| {
+pub fn app_of(r: &GenerationRecord) -> Option<&str> {
+    fn pick(s: &Option<String>) -> Option<&str> {
         s.as_deref()
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|s| truncate(s, MAX_APP_LEN))
-    };
+    }
     pick(&r.app_referer).or_else(|| pick(&r.app_title))
 }
 
-fn truncate(s: &str, max: usize) -> String {
+fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
-        return s.to_string();
+        return s;
     }
     let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    s[..end].to_string()
+    &s[..end]
 }
 
 /// The model a record ranks under: the served catalog id, as its own entry when the free
 /// variant was asked for (as OpenRouter ranks `:free`). None when no model was resolved.
-pub fn ranked_model(r: &GenerationRecord) -> Option<String> {
+pub fn ranked_model(r: &GenerationRecord) -> Option<Arc<str>> {
     let model = r.model.as_deref()?;
     let asked_free = r
         .requested_model
@@ -265,9 +266,9 @@ pub fn ranked_model(r: &GenerationRecord) -> Option<String> {
         .skip(1)
         .any(|suffix| suffix == "free");
     Some(if asked_free && !model.ends_with(":free") {
-        format!("{model}:free")
+        format!("{model}:free").into()
     } else {
-        model.to_string()
+        model.into()
     })
 }
 
@@ -283,8 +284,10 @@ impl Deltas {
         let sums = Sums::of(r);
         let at = r.created_at_ms;
         let public = privacy.is_public(r);
+        // Each text made once per record and shared by its keys (three periods, three
+        // tables): copied into each key, they were 15 allocations a record.
         let model = ranked_model(r);
-        let provider = r.provider.clone().unwrap_or_default();
+        let provider: Arc<str> = r.provider.as_deref().unwrap_or_default().into();
         if let Some(model) = &model {
             for period in RANKING_PERIODS {
                 let key = ModelKey {
@@ -297,11 +300,12 @@ impl Deltas {
                 self.models.entry(key).or_default().add(&sums);
             }
             if let Some(app) = app_of(r) {
+                let app_key: Arc<str> = app.into();
                 for period in RANKING_PERIODS {
                     let key = AppKey {
                         period,
                         start: period.start(at),
-                        app: app.clone(),
+                        app: app_key.clone(),
                         model: model.clone(),
                         public,
                     };
@@ -312,32 +316,41 @@ impl Deltas {
                     .as_deref()
                     .map(str::trim)
                     .filter(|t| !t.is_empty())
-                    .map(|t| truncate(t, MAX_APP_LEN));
-                let seen = self.apps_seen.entry(app).or_insert(AppSeen {
-                    title: None,
-                    first_seen: at,
-                    last_seen: at,
-                });
-                seen.first_seen = seen.first_seen.min(at);
-                if at >= seen.last_seen {
-                    seen.last_seen = at;
-                    if title.is_some() {
-                        seen.title = title;
+                    .map(|t| truncate(t, MAX_APP_LEN).to_string());
+                match self.apps_seen.get_mut(app) {
+                    None => {
+                        let seen = AppSeen {
+                            title,
+                            first_seen: at,
+                            last_seen: at,
+                        };
+                        self.apps_seen.insert(app.to_string(), seen);
                     }
-                } else if seen.title.is_none() {
-                    seen.title = title;
+                    Some(seen) => {
+                        seen.first_seen = seen.first_seen.min(at);
+                        if at >= seen.last_seen {
+                            seen.last_seen = at;
+                            if title.is_some() {
+                                seen.title = title;
+                            }
+                        } else if seen.title.is_none() {
+                            seen.title = title;
+                        }
+                    }
                 }
             }
         }
         if let Some(account_id) = &r.account_id {
             // Unresolved model names are the client's free text: kept out of the keys.
-            let model = model.unwrap_or_default();
+            let model = model.unwrap_or_else(|| "".into());
+            let account_id: Arc<str> = account_id.as_str().into();
+            let key_hash: Arc<str> = r.key_hash.as_deref().unwrap_or_default().into();
             for period in ACCOUNT_PERIODS {
                 let key = AccountKey {
                     account_id: account_id.clone(),
                     period,
                     start: period.start(at),
-                    key_hash: r.key_hash.clone().unwrap_or_default(),
+                    key_hash: key_hash.clone(),
                     model: model.clone(),
                     provider: provider.clone(),
                 };

@@ -94,8 +94,8 @@ pub(super) async fn apply<C: WriteConn>(
             bind_sums(
                 q.text(k.period.name())
                     .int(k.start)
-                    .text(k.model.as_str())
-                    .text(k.provider.as_str())
+                    .text(&*k.model)
+                    .text(&*k.provider)
                     .int(flag(k.public)),
                 s,
             )
@@ -114,8 +114,8 @@ pub(super) async fn apply<C: WriteConn>(
             bind_sums(
                 q.text(k.period.name())
                     .int(k.start)
-                    .text(k.app.as_str())
-                    .text(k.model.as_str())
+                    .text(&*k.app)
+                    .text(&*k.model)
                     .int(flag(k.public)),
                 s,
             )
@@ -134,12 +134,12 @@ pub(super) async fn apply<C: WriteConn>(
         &accounts,
         |q, k, s| {
             bind_sums(
-                q.text(k.account_id.as_str())
+                q.text(&*k.account_id)
                     .text(k.period.name())
                     .int(k.start)
-                    .text(k.key_hash.as_str())
-                    .text(k.model.as_str())
-                    .text(k.provider.as_str()),
+                    .text(&*k.key_hash)
+                    .text(&*k.model)
+                    .text(&*k.provider),
                 s,
             )
             .int(s.byok_usage)
@@ -510,8 +510,8 @@ impl Store {
                 ModelKey {
                     period: Period::parse(&period).unwrap_or(Period::Day),
                     start: r.try_get(1)?,
-                    model: r.try_get(2)?,
-                    provider: r.try_get(3)?,
+                    model: r.try_get::<String, _>(2)?.into(),
+                    provider: r.try_get::<String, _>(3)?.into(),
                     public: r.try_get::<i64, _>(4)? != 0,
                 },
                 sums_from(r, 5)?,
@@ -529,8 +529,8 @@ impl Store {
                 AppKey {
                     period: Period::parse(&period).unwrap_or(Period::Day),
                     start: r.try_get(1)?,
-                    app: r.try_get(2)?,
-                    model: r.try_get(3)?,
+                    app: r.try_get::<String, _>(2)?.into(),
+                    model: r.try_get::<String, _>(3)?.into(),
                     public: r.try_get::<i64, _>(4)? != 0,
                 },
                 sums_from(r, 5)?,
@@ -548,12 +548,12 @@ impl Store {
             sums.byok_usage = r.try_get(12)?;
             d.accounts.insert(
                 AccountKey {
-                    account_id: r.try_get(0)?,
+                    account_id: r.try_get::<String, _>(0)?.into(),
                     period: Period::parse(&period).unwrap_or(Period::Day),
                     start: r.try_get(2)?,
-                    key_hash: r.try_get(3)?,
-                    model: r.try_get(4)?,
-                    provider: r.try_get(5)?,
+                    key_hash: r.try_get::<String, _>(3)?.into(),
+                    model: r.try_get::<String, _>(4)?.into(),
+                    provider: r.try_get::<String, _>(5)?.into(),
                 },
                 sums,
             );

@@ -292,7 +292,7 @@ async fn model_rollups(
     let models: Vec<_> = rollups
         .models
         .into_iter()
-        .filter(|(k, _)| k.model == model)
+        .filter(|(k, _)| &*k.model == model)
         .collect();
     assert!(!models.is_empty(), "no rollups of {model}");
     models
