@@ -285,7 +285,7 @@ pub fn encode_request(
             body.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
-    crate::json::to_vec(&Value::Object(body), 512).map_err(unsupported)
+    crate::json::to_vec(&Value::Object(body)).map_err(unsupported)
 }
 
 #[cfg(test)]

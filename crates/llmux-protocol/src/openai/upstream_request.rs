@@ -95,7 +95,7 @@ pub fn encode_request(
 ) -> Result<Vec<u8>, ProtocolError> {
     check_expressible(req)?;
     let body = Body { req, opts };
-    crate::json::to_vec(&body, 512).map_err(ProtocolError::unsupported)
+    crate::json::to_vec(&body).map_err(ProtocolError::unsupported)
 }
 
 struct Body<'a> {
