@@ -333,8 +333,8 @@ pub struct Billing {
     store: Store,
     node: String,
     sealer: Option<Sealer>,
-    keys: RwLock<HashMap<String, Arc<KeyContext>>>,
-    accounts: RwLock<HashMap<String, Arc<Account>>>,
+    keys: RwLock<foldhash::HashMap<String, Arc<KeyContext>>>,
+    accounts: RwLock<foldhash::HashMap<String, Arc<Account>>>,
     marks: tokio::sync::Mutex<SyncMarks>,
     load_lock: tokio::sync::Mutex<()>,
     /// The cluster's Redis, when several nodes share the database.
@@ -362,8 +362,8 @@ impl Billing {
             store,
             node,
             sealer,
-            keys: RwLock::new(HashMap::new()),
-            accounts: RwLock::new(HashMap::new()),
+            keys: RwLock::default(),
+            accounts: RwLock::default(),
             marks: tokio::sync::Mutex::new(SyncMarks {
                 keys_since_ms: now,
                 byok_since_ms: now,

@@ -9,7 +9,7 @@ mod endpoint;
 mod model;
 mod provider;
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};

@@ -4,7 +4,6 @@
 
 pub mod traffic;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,7 +91,7 @@ impl DemoProviders {
     pub fn endpoint_for(
         &self,
         m: &Model,
-        providers: &HashMap<String, Arc<Provider>>,
+        providers: &foldhash::HashMap<String, Arc<Provider>>,
     ) -> Option<Endpoint> {
         if m.reference_pricing.variable {
             return None;

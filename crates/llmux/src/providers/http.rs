@@ -2,7 +2,6 @@
 //! where negotiated or configured), bounded bodies, and an SSE reader with an idle timeout.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -49,7 +48,7 @@ const STREAMS_PER_CONNECTION: usize = 100;
 /// connection is driven by a task of the thread that opened it, and a request on another
 /// thread would wake that thread for every read and write.
 pub struct Upstream {
-    shards: Vec<HashMap<String, ProviderClients>>,
+    shards: Vec<foldhash::HashMap<String, ProviderClients>>,
 }
 
 /// One provider's clients on one thread. Over HTTP/1.1 the first client's pool opens a

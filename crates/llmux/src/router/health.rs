@@ -3,7 +3,9 @@
 //! recent stability, and a circuit breaker that stops sending to an endpoint that keeps
 //! failing and probes it back.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::time::Duration;
 

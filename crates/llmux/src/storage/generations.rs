@@ -1,7 +1,5 @@
 //! Generation records, written in batches together with their ledger charges.
 
-use std::collections::HashMap;
-
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -62,7 +60,7 @@ struct AlreadyWritten;
 #[derive(Default)]
 struct BatchCharges<'a> {
     entries: Vec<ChargeEntry<'a>>,
-    by_key: HashMap<(&'a str, &'a str, i64), usize>,
+    by_key: foldhash::HashMap<(&'a str, &'a str, i64), usize>,
     /// Random per transaction: references are unique across batches, retries and nodes.
     nonce: Option<u64>,
 }
