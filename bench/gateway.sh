@@ -4,6 +4,7 @@
 #
 #   bench/gateway.sh              # 10 s per measurement
 #   DURATION=30 bench/gateway.sh
+#   LLMUX=target/pgo/x86_64-unknown-linux-gnu/release/llmux bench/gateway.sh   # another build
 #
 # The upstream is nginx answering every POST with a fixed OpenAI chat completion (the floor).
 # llmux runs with a real key, the default router, cost metering and a generation record per
@@ -24,6 +25,8 @@ conns=(${CONNECTIONS:-1 32 256})
 
 cargo build --release --locked -p llmux -p llmux-bench >/dev/null
 bin=$root/target/release
+# The llmux measured (the simulator and the key are always the plain build's).
+llmux=$(realpath "${LLMUX:-$bin/llmux}")
 source bench/lib.sh
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -99,7 +102,7 @@ upstream_model = "minimax-m2.5+ttft=20+tps=0.5+tokens=60"
 pricing = { prompt = "0.3", completion = "1.2" }
 CONF
 key=$(create_key "$bin/llmux" bench "$work/llmux.toml")
-LLMUX_LOG=warn "$bin/llmux" serve --config "$work/llmux.toml" >/dev/null 2>"$work/llmux.log" &
+LLMUX_LOG=warn "$llmux" serve --config "$work/llmux.toml" >/dev/null 2>"$work/llmux.log" &
 llmux_pid=$!
 pids+=($llmux_pid)
 LLMUX_LOG=warn "$bin/llmux" sim --listen "127.0.0.1:$sim_port" >/dev/null 2>&1 &
@@ -143,6 +146,7 @@ us() { # wrk duration (e.g. 86.00us, 1.20ms, 2.01s) in microseconds
         if (u == "us") print n; else if (u == "ms") print n * 1000; else if (u == "s") print n * 1000000; else print n }'
 }
 
+echo "llmux: $llmux"
 # Warm up on another model, so the record count below is of measured requests only.
 echo "warming up"
 WRK_MODEL=deepseek/deepseek-v3.2 wrk -t1 -c8 -d2s -s bench/gateway/post.lua "http://127.0.0.1:$llmux_port/api/v1/chat/completions" >/dev/null
@@ -194,7 +198,7 @@ echo "(wrk stops counting at its deadline: requests answered in the last instant
 # caches, idle upstream connections).
 echo
 echo "Streams on a freshly started llmux:"
-LLMUX_LOG=warn "$bin/llmux" serve --config "$work/llmux.toml" >/dev/null 2>>"$work/llmux.log" &
+LLMUX_LOG=warn "$llmux" serve --config "$work/llmux.toml" >/dev/null 2>>"$work/llmux.log" &
 llmux_pid=$!
 pids+=($llmux_pid)
 wait_for_ports $llmux_port
