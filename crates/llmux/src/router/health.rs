@@ -189,8 +189,9 @@ pub struct EndpointHealth {
 /// The health of every endpoint, keyed by provider slug and model id.
 pub struct Health {
     /// provider slug → model id → health (looked up by `&str`, without allocating).
-    /// foldhash, not SipHash: the keys come from the catalog, never from a request, so flood
-    /// resistance buys nothing on this lookup made four times a request.
+    /// foldhash, not SipHash: the keys are endpoints (the catalog's, or other nodes' through
+    /// the cluster), never a request's text, so flood resistance buys nothing on this lookup
+    /// made four times a request.
     endpoints: RwLock<HashMap<String, HashMap<String, Arc<EndpointHealth>>>>,
     settings: RouterSettings,
 }
