@@ -70,12 +70,12 @@ train() { # connections script model
     local out
     out=$(WRK_MODEL=$3 wrk -t1 -c"$1" -d"${duration}s" -s "bench/gateway/$2" "$url")
     ! grep -q "Non-2xx" <<<"$out" || { echo "failed requests while training ($2):"; echo "$out"; exit 1; }
-    echo "  $2, $1 connections: $(awk '/requests in/ {print $1}' <<<"$out") requests"
+    echo "  $2${WRK_STREAM:+ streamed}, $1 connections: $(awk '/requests in/ {print $1}' <<<"$out") requests"
 }
 train 32 post.lua openai/gpt-4o-mini
 train 1 post.lua openai/gpt-4o-mini
 train 8 post-long.lua openai/gpt-4o-mini
-train 16 post-stream.lua deepseek/deepseek-v3.2
+WRK_STREAM=1 train 16 post.lua deepseek/deepseek-v3.2
 # A graceful stop: the profile is written as the process exits.
 kill -TERM "$llmux_pid"; wait "$llmux_pid" 2>/dev/null || true
 ls "$profiles"/*.profraw >/dev/null 2>&1 || { echo "the instrumented llmux wrote no profile"; exit 1; }
