@@ -6,7 +6,7 @@
 #   bench/pgo.sh                  # → target/pgo/<host>/release/llmux
 #   bench/ab.sh target/release/llmux target/pgo/*/release/llmux    # what it changed
 #
-# Optional: the README's `cargo build --release` is the supported build. This one spends about
+# Optional: the README's plain release build is the supported one. This one spends about
 # a seventh less CPU per request (PERFORMANCE.md, ninth session), at the price of three release
 # builds (5 to 7 minutes each on 2 cores). Needs: wrk, nginx, and llvm-profdata of the LLVM
 # that rustc uses (Debian: apt-get install llvm-NN, NN as in `rustc -vV`).
