@@ -122,6 +122,9 @@ pub fn start(listener: std::net::TcpListener, app: Router, n: usize) -> io::Resu
         served.push(served_rx);
         let thread = std::thread::Builder::new()
             .name(format!("llmux-serve-{i}"))
+            // Request bodies are parsed here (reserved address space; only what is used is
+            // resident).
+            .stack_size(llmux_protocol::error::PARSING_STACK_BYTES)
             .spawn(move || {
                 INDEX.with(|c| c.set(i));
                 let runtime = tokio::runtime::Builder::new_current_thread()
