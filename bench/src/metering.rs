@@ -45,9 +45,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let privacy = Privacy::default();
     // One connection for every batch, as the gateway's metering writer does (none when the
     // batches go through the pool).
-    let mut conn = match a.through_pool {
-        true => None,
-        false => Some(store.connect_writer().await?),
+    let mut conn = if a.through_pool {
+        None
+    } else {
+        Some(store.connect_writer().await?)
     };
     let started = Instant::now();
     let mut written = 0;

@@ -31,9 +31,9 @@ pub fn parse_json<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T
     // The plain parse is sonic-rs's (it scans many bytes at a time): through serde, as here,
     // it agrees with serde_json on every edge case the tests below try and stops at 128 levels
     // of nesting, as serde_json does (its own `sonic_rs::Value` parser does not, and must not
-    // be used on untrusted bodies). Tracking the path costs an
-    // allocation per key, so it is paid only to explain an error: the document is parsed once
-    // more, by serde_json with tracking, when the plain parse fails.
+    // be used on untrusted bodies). Tracking the path costs an allocation per key, so it is
+    // paid only to explain an error: the document is parsed once more, by serde_json with
+    // tracking, when the plain parse fails.
     if let Ok(v) = sonic_rs::from_slice(bytes) {
         return Ok(v);
     }

@@ -4,11 +4,10 @@
 //! failing and probes it back.
 
 use std::collections::VecDeque;
-
-use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::time::Duration;
 
+use foldhash::{HashMap, HashMapExt};
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
