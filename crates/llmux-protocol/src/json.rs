@@ -1,4 +1,4 @@
-//! Writing the JSON of request bodies sent upstream.
+//! Writing JSON: request bodies sent upstream, answers and stream events sent to clients.
 
 use serde::Serialize;
 
@@ -11,6 +11,13 @@ pub(crate) fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String
     let mut out = Vec::with_capacity(512);
     sonic_rs::to_writer(&mut out, value).map_err(|e| e.to_string())?;
     Ok(out)
+}
+
+/// Append `value`'s JSON to `out`, as [`to_vec`] writes it. For what llmux itself builds
+/// (answers, stream events), whose serialization cannot fail: a map with non-string keys
+/// or a float that is not finite would be a bug, so it panics as `expect` would.
+pub(crate) fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    sonic_rs::to_writer(out, value).expect("serializable");
 }
 
 #[cfg(test)]

@@ -149,7 +149,7 @@ pub fn write_data(out: &mut Vec<u8>, json: &[u8]) {
 /// line breaks, so it is one data line).
 pub fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     out.extend_from_slice(b"data: ");
-    serde_json::to_writer(&mut *out, value).expect("serializable");
+    crate::json::write(out, value);
     out.extend_from_slice(b"\n\n");
 }
 

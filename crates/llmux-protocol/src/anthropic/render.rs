@@ -155,7 +155,7 @@ pub fn render_message(
     if let Some(m) = meta.metadata {
         v["openrouter_metadata"] = m.clone();
     }
-    serde_json::to_vec(&v).expect("json")
+    crate::json::to_vec(&v).expect("json")
 }
 
 /// Anthropic's error `type` for an HTTP status.
@@ -176,7 +176,7 @@ pub fn error_type_for(status: u16) -> &'static str {
 
 /// Anthropic's error body.
 pub fn error_body(status: u16, message: &str) -> Vec<u8> {
-    serde_json::to_vec(
+    crate::json::to_vec(
         &json!({"type": "error", "error": {"type": error_type_for(status), "message": message}}),
     )
     .expect("json")
@@ -211,7 +211,7 @@ impl EventWriter {
     }
 
     fn emit(out: &mut Vec<u8>, name: &str, v: &Value) {
-        sse::write_event(out, name, &serde_json::to_vec(v).expect("json"));
+        sse::write_event(out, name, &crate::json::to_vec(v).expect("json"));
     }
 
     fn start(&mut self, out: &mut Vec<u8>) {

@@ -2,7 +2,7 @@
 //! chunks ending with a usage chunk (`choices: []`) and `data: [DONE]`.
 
 use serde::Serialize;
-use serde_json::value::RawValue;
+use sonic_rs::RawNumber;
 
 use super::reasoning_details::{self, Detail};
 use crate::canonical::*;
@@ -32,7 +32,7 @@ struct UsageOut<'a> {
     prompt_tokens: u64,
     completion_tokens: u64,
     total_tokens: u64,
-    cost: &'a RawValue,
+    cost: &'a RawNumber,
     is_byok: bool,
     prompt_tokens_details: PromptDetails,
     completion_tokens_details: CompletionDetails,
@@ -52,15 +52,19 @@ struct CompletionDetails {
 
 #[derive(Serialize)]
 struct CostDetails<'a> {
-    upstream_inference_cost: Option<&'a RawValue>,
+    upstream_inference_cost: Option<&'a RawNumber>,
 }
 
-fn raw_number(s: &str) -> Box<RawValue> {
+/// A decimal literal written as it is, digit for digit (money is never a float here).
+/// sonic-rs's own type, since answers are written by sonic-rs ([`crate::json::write`]).
+fn raw_number(s: &str) -> RawNumber {
     // The gateway hands over decimal literals; anything else is a bug, rendered as 0.
-    RawValue::from_string(s.to_string())
-        .ok()
-        .filter(|r| r.get().parse::<f64>().is_ok())
-        .unwrap_or_else(|| RawValue::from_string("0".into()).expect("literal"))
+    let number = |s: &str| sonic_rs::from_str::<RawNumber>(s).ok();
+    s.bytes()
+        .next()
+        .filter(|b| *b == b'-' || b.is_ascii_digit())
+        .and_then(|_| number(s))
+        .unwrap_or_else(|| number("0").expect("literal"))
 }
 
 fn write_usage<T>(
@@ -85,7 +89,7 @@ fn write_usage<T>(
             reasoning_tokens: usage.reasoning_tokens,
         },
         cost_details: CostDetails {
-            upstream_inference_cost: upstream.as_deref(),
+            upstream_inference_cost: upstream.as_ref(),
         },
     };
     f(&u)
@@ -198,7 +202,7 @@ pub fn render_response(resp: &ChatResponse, meta: &ResponseMeta<'_>) -> Vec<u8> 
         };
         // Sized for a typical answer, so the serializer does not grow it step by step.
         let mut out = Vec::with_capacity(768 + resp.text.as_deref().map_or(0, str::len));
-        serde_json::to_writer(&mut out, &c).expect("serializable");
+        crate::json::write(&mut out, &c);
         out
     })
 }
@@ -512,6 +516,24 @@ mod tests {
         assert_eq!(v["choices"][0]["finish_reason"], "stop");
         assert_eq!(v["usage"]["total_tokens"], 15);
         assert!(v["system_fingerprint"].is_null());
+
+        // What is not a decimal literal is a bug upstream of here, written as 0, never as
+        // something that is not JSON.
+        for bad in ["NaN", "inf", "", "1.5x", "\"2\""] {
+            let meta = ResponseMeta {
+                id: "gen-1",
+                model: "a/b",
+                created: 1,
+                provider: "P",
+                usage: &usage,
+                cost: bad,
+                is_byok: false,
+                exclude_reasoning: false,
+                metadata: None,
+            };
+            let v: Value = serde_json::from_slice(&render_response(&resp, &meta)).unwrap();
+            assert_eq!(v["usage"]["cost"], 0, "{bad:?}");
+        }
     }
 
     #[test]
@@ -519,7 +541,18 @@ mod tests {
         let mut w = ChunkWriter::new("gen-1", "a/b", "P", 1, false);
         let mut out = Vec::new();
         w.event(&StreamEvent::Text("x".into()), &mut out);
-        w.usage(&Usage::default(), "0", false, None, &mut out);
+        let usage = Usage {
+            upstream_cost: Some("0.5".into()),
+            ..Default::default()
+        };
+        // More digits than a float holds: written digit for digit.
+        w.usage(
+            &usage,
+            "0.000000123456789012345678901",
+            false,
+            None,
+            &mut out,
+        );
         w.error(502, "boom", "provider_unavailable", &mut out);
         ChunkWriter::done(&mut out);
         let s = String::from_utf8(out).unwrap();
@@ -533,6 +566,15 @@ mod tests {
         );
         let usage: Value = serde_json::from_str(&lines[1][6..]).unwrap();
         assert_eq!(usage["choices"].as_array().unwrap().len(), 0);
+        assert!(
+            lines[1].contains("\"cost\":0.000000123456789012345678901,"),
+            "{}",
+            lines[1]
+        );
+        assert_eq!(
+            usage["usage"]["cost_details"]["upstream_inference_cost"],
+            0.5
+        );
         let err: Value = serde_json::from_str(&lines[2][6..]).unwrap();
         assert_eq!(err["error"]["code"], 502);
         assert_eq!(err["choices"][0]["finish_reason"], "error");
