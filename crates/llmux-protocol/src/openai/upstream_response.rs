@@ -1,6 +1,9 @@
 //! Decode an OpenAI-compatible upstream's complete (non-streamed) response.
 
+use std::fmt;
+
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::reasoning_details;
@@ -27,7 +30,8 @@ struct WireChoice {
 
 #[derive(Deserialize, Default)]
 pub(super) struct WireMessage {
-    pub content: Option<Value>,
+    #[serde(default)]
+    pub content: WireContent,
     pub refusal: Option<String>,
     pub reasoning_content: Option<String>,
     pub reasoning: Option<String>,
@@ -105,20 +109,56 @@ pub fn normalize_finish(native: &str) -> FinishReason {
     }
 }
 
-/// The text of an upstream message's `content`, which some servers send as an array of parts.
-pub(super) fn content_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Array(parts) => {
-            let mut s = String::new();
-            for p in parts {
-                if let Some(t) = p.get("text").and_then(Value::as_str) {
-                    s.push_str(t);
-                }
+/// The text of an upstream message's `content`: a string, or (from some servers) an array of
+/// parts whose `text`s are joined; anything else is no text. Read straight into its `String`
+/// (a stream sends one per chunk), not through a `Value` copied out afterwards.
+#[derive(Default)]
+pub(super) struct WireContent(pub Option<String>);
+
+impl<'de> Deserialize<'de> for WireContent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = WireContent;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a message's content")
             }
-            Some(s)
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<WireContent, E> {
+                Ok(WireContent(Some(s.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<WireContent, E> {
+                Ok(WireContent(Some(s)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut parts: A) -> Result<WireContent, A::Error> {
+                let mut text = String::new();
+                while let Some(part) = parts.next_element::<Value>()? {
+                    if let Some(t) = part.get("text").and_then(Value::as_str) {
+                        text.push_str(t);
+                    }
+                }
+                Ok(WireContent(Some(text)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WireContent, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(WireContent(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<WireContent, E> {
+                Ok(WireContent(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<WireContent, E> {
+                Ok(WireContent(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<WireContent, E> {
+                Ok(WireContent(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<WireContent, E> {
+                Ok(WireContent(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<WireContent, E> {
+                Ok(WireContent(None))
+            }
         }
-        _ => None,
+        d.deserialize_any(V)
     }
 }
 
@@ -186,7 +226,7 @@ pub fn decode_response(body: &[u8]) -> Result<ChatResponse, ProtocolError> {
     Ok(ChatResponse {
         upstream_id: w.id,
         upstream_model: w.model,
-        text: msg.content.as_ref().and_then(content_text),
+        text: msg.content.0,
         refusal: msg.refusal,
         reasoning,
         tool_calls,
@@ -252,6 +292,34 @@ mod tests {
         assert_eq!(r.reasoning_text().as_deref(), Some("The user asks..."));
         let u = r.usage.unwrap();
         assert_eq!((u.cached_tokens, u.reasoning_tokens), (4, 20));
+    }
+
+    #[test]
+    fn reads_every_shape_of_content() {
+        let text = |content: &str| {
+            let body = format!(
+                r#"{{"choices":[{{"message":{{"role":"assistant"{content}}},"finish_reason":"stop"}}]}}"#
+            );
+            decode_response(body.as_bytes()).unwrap().text
+        };
+        assert_eq!(
+            text(r#","content":"a \"quoted\" é""#).as_deref(),
+            Some("a \"quoted\" é")
+        );
+        assert_eq!(
+            text(r#","content":[{"type":"text","text":"one "},"odd",{"type":"image"},{"text":"two"}]"#)
+                .as_deref(),
+            Some("one two")
+        );
+        assert_eq!(text(r#","content":[]"#).as_deref(), Some(""));
+        for nothing in [
+            "",
+            r#","content":null"#,
+            r#","content":7"#,
+            r#","content":{"a":[1]}"#,
+        ] {
+            assert_eq!(text(nothing), None, "{nothing}");
+        }
     }
 
     #[test]

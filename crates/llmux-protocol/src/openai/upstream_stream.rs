@@ -5,11 +5,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::reasoning_details;
-use super::upstream_response::{
-    WireMessage, WireUsage, arguments_text, content_text, normalize_finish,
-};
+use super::upstream_response::{WireMessage, WireUsage, arguments_text, normalize_finish};
 use crate::ProtocolError;
 use crate::canonical::*;
+use crate::error::parse_json;
 
 #[derive(Deserialize)]
 struct WireChunk {
@@ -65,7 +64,7 @@ impl StreamDecoder {
         if data.is_empty() {
             return Ok(false);
         }
-        let c: WireChunk = serde_json::from_str(data)
+        let c: WireChunk = parse_json(data.as_bytes())
             .map_err(|e| ProtocolError::upstream(format!("malformed stream chunk: {e}")))?;
         if !self.started {
             self.started = true;
@@ -131,12 +130,7 @@ impl StreamDecoder {
                 format: None,
             }));
         }
-        if let Some(t) = d
-            .content
-            .as_ref()
-            .and_then(content_text)
-            .filter(|t| !t.is_empty())
-        {
+        if let Some(t) = d.content.0.filter(|t| !t.is_empty()) {
             out.push(StreamEvent::Text(t));
         }
         if let Some(r) = d.refusal.filter(|r| !r.is_empty()) {
