@@ -257,7 +257,7 @@ fn parse_effort(s: &str) -> Result<Effort, ProtocolError> {
 fn str_field<'a>(
     obj: &'a Map<String, Value>,
     key: &str,
-    at: &str,
+    at: &(impl fmt::Display + ?Sized),
 ) -> Result<Option<&'a str>, ProtocolError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
@@ -266,8 +266,17 @@ fn str_field<'a>(
     }
 }
 
+/// `messages[i]`, in an error's path: written only when there is an error to name it in.
+struct MessageAt(usize);
+
+impl fmt::Display for MessageAt {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "messages[{}]", self.0)
+    }
+}
+
 fn parse_message(v: Value, i: usize) -> Result<Message, ProtocolError> {
-    let at = format!("messages[{i}]");
+    let at = MessageAt(i);
     let Value::Object(obj) = v else {
         return Err(invalid(format!("{at}: expected an object")));
     };
