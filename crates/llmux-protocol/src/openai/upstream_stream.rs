@@ -1,6 +1,8 @@
 //! Decode an OpenAI-compatible upstream's SSE stream (`chat.completion.chunk`s) into canonical
 //! stream events.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -11,9 +13,12 @@ use crate::canonical::*;
 use crate::error::parse_json;
 
 #[derive(Deserialize)]
-struct WireChunk {
-    id: Option<String>,
-    model: Option<String>,
+struct WireChunk<'a> {
+    /// Borrowed from the event (every chunk repeats them; only the first one's are kept).
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
     #[serde(default)]
     choices: Vec<WireChunkChoice>,
     usage: Option<WireUsage>,
@@ -69,8 +74,8 @@ impl StreamDecoder {
         if !self.started {
             self.started = true;
             out.push(StreamEvent::Start {
-                id: c.id.clone(),
-                model: c.model.clone(),
+                id: c.id.map(Cow::into_owned),
+                model: c.model.map(Cow::into_owned),
             });
         }
         if let Some(e) = c.error.filter(|e| !e.is_null()) {
@@ -252,6 +257,28 @@ mod tests {
         assert_eq!(r.finish.unwrap().reason, FinishReason::ToolCalls);
         assert_eq!(r.usage.unwrap().completion_tokens, 3);
         assert!(ev.contains(&StreamEvent::ToolCallEnd { index: 0 }));
+    }
+
+    #[test]
+    fn escaped_ids_and_content_are_read() {
+        let ev = decode(&[
+            r#"{"id":"chat\u0041-\"1\"","model":"m\/x","choices":[{"index":0,"delta":{"content":"\u00e9\n"},"finish_reason":null}]}"#,
+            r#"{"id":"other","choices":[{"index":0,"delta":{"content":[{"type":"text","text":"!"}]},"finish_reason":"stop"}]}"#,
+            "[DONE]",
+        ]);
+        let StreamEvent::Start { id, model } = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(id.as_deref(), Some("chatA-\"1\""));
+        assert_eq!(model.as_deref(), Some("m/x"));
+        let text: Vec<&str> = ev
+            .iter()
+            .filter_map(|e| match e {
+                StreamEvent::Text(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(text, ["é\n", "!"]);
     }
 
     #[test]
