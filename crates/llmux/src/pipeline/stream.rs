@@ -323,11 +323,19 @@ async fn relay(mut job: Box<Job>, mut client: Client, model: &Model, c: &Candida
     let first_token_at = Instant::now();
     job.rec.ttft_ms = Some(job.meta.received.elapsed().as_millis() as i64);
 
-    let mut buf = Vec::with_capacity(1024);
+    let mut buf = Vec::new();
+    // Room for as much as the last batch took: events that arrive together (a fast upstream
+    // sends many per read) are written into one buffer, which would otherwise grow from
+    // nothing, copied at every doubling. Reserved only when there is something to write, so
+    // that a slow stream holds no buffer while it waits.
+    let mut batch_bytes = 1024;
     let mut events = first;
     let mut end = End::Done;
     loop {
         let mut upstream_error = None;
+        if !events.is_empty() {
+            buf.reserve(batch_bytes);
+        }
         for ev in events.drain(..) {
             if let StreamEvent::Error(err) = &ev {
                 upstream_error = Some(UpstreamError::new(
@@ -339,6 +347,7 @@ async fn relay(mut job: Box<Job>, mut client: Client, model: &Model, c: &Candida
             built.push(&ev);
             writer.event(&ev, &mut buf);
         }
+        batch_bytes = buf.len().max(1024);
         if !client.send(std::mem::take(&mut buf)).await {
             end = End::Cancelled;
             break;
