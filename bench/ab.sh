@@ -30,29 +30,11 @@ static_port=18521; llmux_port=18523; sim_port=18524
 require_free_ports $static_port $llmux_port $sim_port
 
 start_static_upstream $static_port nginx
-model=openai/gpt-4o-mini; sim_endpoint=""
-if [ "${STREAM:-}" = 1 ]; then
-    LLMUX_LOG=warn "$1" sim --listen "127.0.0.1:$sim_port" >/dev/null 2>&1 &
-    pids+=($!)
-    model=deepseek/deepseek-v3.2
-    sim_endpoint="
-[[providers]]
-slug = \"sim\"
-api = \"openai\"
-base_url = \"http://127.0.0.1:$sim_port/v1\"
-
-[[endpoints]]
-model = \"$model\"
-provider = \"sim\"
-upstream_model = \"deepseek-v3.2+tokens=64\"
-pricing = { prompt = \"0.28\", completion = \"0.42\" }"
-    export WRK_STREAM=1
-    wait_for_ports $sim_port
-fi
+choose_upstream "$1" $sim_port
 wait_for_ports $static_port
-static_llmux_config "$work/llmux.toml" $llmux_port "sqlite://$work/llmux.db" "$work/data" $static_port "$sim_endpoint"
+static_llmux_config "$work/llmux.toml" $llmux_port "sqlite://$work/llmux.db" "$work/data" $static_port "$upstream_config"
 key=$(create_key "$1" ab "$work/llmux.toml")
-export WRK_KEY=$key WRK_MODEL=$model
+export WRK_KEY=$key
 url="http://127.0.0.1:$llmux_port/api/v1/chat/completions"
 # CPU ticks of a process, whole ("total T", exited threads included) and per live thread
 # ("TID GROUP T"): serving threads, the metering writer's (llmux-meter) and SQLite's (sqlx's,

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Instructions per request: llmux binaries under valgrind's callgrind, each answering the same
-# non-streamed requests one at a time (configuration as in bench/ab.sh: a real key, metering,
-# the spool, SQLite). Time moves by ±30% with this machine's other tenants; the count of
+# requests one at a time (non-streamed, or streamed with STREAM=1; configuration as in
+# bench/ab.sh: a real key, metering, the spool, SQLite). Time moves by ±30% with this machine's other tenants; the count of
 # instructions does not, so a change of 1% shows (user space only: the kernel's share, a
 # third of the time at one connection, is not counted).
 #
 #   bench/instructions.sh /tmp/llmux-before target/release/llmux
 #   DURATION=30 TOP=25 bench/instructions.sh A B
 #   SCRIPT=bench/gateway/post-long.lua bench/instructions.sh A B    # a 37 KB prompt
+#   STREAM=1 bench/instructions.sh A B      # streamed answers, 64 tokens each
 #
 # Prints, per binary: instructions per request (all threads), then the heaviest of llmux's own
 # functions, inclusive, per request. Needs: valgrind, wrk, nginx.
@@ -23,14 +24,15 @@ script="${SCRIPT:-bench/gateway/post.lua}"
 
 source bench/lib.sh
 
-static_port=18541; llmux_port=18543
-require_free_ports $static_port $llmux_port
+static_port=18541; llmux_port=18543; sim_port=18544
+require_free_ports $static_port $llmux_port $sim_port
 
 start_static_upstream $static_port nginx 1
+choose_upstream "$1" $sim_port
 wait_for_ports $static_port
-static_llmux_config "$work/llmux.toml" $llmux_port "sqlite://$work/llmux.db" "$work/data" $static_port
+static_llmux_config "$work/llmux.toml" $llmux_port "sqlite://$work/llmux.db" "$work/data" $static_port "$upstream_config"
 key=$(create_key "$1" instructions "$work/llmux.toml")
-export WRK_KEY=$key WRK_MODEL=openai/gpt-4o-mini
+export WRK_KEY=$key
 url="http://127.0.0.1:$llmux_port/api/v1/chat/completions"
 
 i=0

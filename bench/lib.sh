@@ -95,3 +95,29 @@ upstream_model = "gpt-4o-mini"
 pricing = { prompt = "0.15", completion = "0.6" }
 CONF
 }
+
+# The upstream wrk's requests go to (sets `model`, `upstream_config` and exports WRK_MODEL):
+# the static one of static_llmux_config, or with STREAM=1 the simulated provider (BIN's
+# `llmux sim`, started here on SIM_PORT) answering in streams of 64 tokens (WRK_STREAM=1).
+choose_upstream() { # bin sim_port
+    model=openai/gpt-4o-mini; upstream_config=""
+    if [ "${STREAM:-}" = 1 ]; then
+        LLMUX_LOG=warn "$1" sim --listen "127.0.0.1:$2" >/dev/null 2>&1 &
+        pids+=($!)
+        model=deepseek/deepseek-v3.2
+        upstream_config="
+[[providers]]
+slug = \"sim\"
+api = \"openai\"
+base_url = \"http://127.0.0.1:$2/v1\"
+
+[[endpoints]]
+model = \"$model\"
+provider = \"sim\"
+upstream_model = \"deepseek-v3.2+tokens=64\"
+pricing = { prompt = \"0.28\", completion = \"0.42\" }"
+        export WRK_STREAM=1
+        wait_for_ports "$2"
+    fi
+    export WRK_MODEL=$model
+}
