@@ -3,6 +3,7 @@
 //! `llmux-bench records` generates synthetic generation records (and their rollups) into a
 //! database, for the rankings benchmark at 10 and 100 million records.
 
+mod json;
 mod metering;
 mod records;
 mod streams;
@@ -25,6 +26,8 @@ enum Command {
     Streams(streams::Args),
     /// Generation records per second through the metering writer's path.
     Metering(metering::Args),
+    /// serde_json and sonic-rs side by side on the documents llmux parses and writes.
+    Json(json::Args),
 }
 
 #[tokio::main]
@@ -34,5 +37,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Records(args) => records::run(args).await,
         Command::Streams(args) => streams::run(args).await,
         Command::Metering(args) => metering::run(args).await,
+        Command::Json(args) => json::run(args),
     }
 }
