@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Instructions per request: llmux binaries under valgrind's callgrind, each answering the same
 # requests one at a time (non-streamed, or streamed with STREAM=1; configuration as in
-# bench/ab.sh: a real key, metering, the spool, SQLite). Time moves by ±30% with this machine's other tenants; the count of
-# instructions does not, so a change of 1% shows (user space only: the kernel's share, a
-# third of the time at one connection, is not counted).
+# bench/ab.sh: a real key, metering, the spool, SQLite). Time moves by ±30% with this
+# machine's other tenants; the count of instructions does not, so a change of 1% shows (user
+# space only: the kernel's share, a third of the time at one connection, is not counted). A
+# vector instruction counts as one, and valgrind hides the CPU's SHA instructions: where a
+# change swaps one library's code for another's, time it too (llmux-bench json, bench/ab.sh).
 #
 #   bench/instructions.sh /tmp/llmux-before target/release/llmux
 #   DURATION=30 TOP=25 bench/instructions.sh A B
