@@ -240,11 +240,14 @@ async fn every_provider_preference_changes_who_serves() {
     check("max_price completion", "p1")(
         served_by(&gw, k, &serves(json!({"max_price": {"completion": 1}}))).await,
     );
+    // The floor midway (geometrically) between p1's 50 and p3's 2,000 tokens/s. At 500, p3's
+    // measured median fell under it once in CI, with every end-to-end test running at once
+    // on two cores (20 tokens at 2,000/s is a 10 ms stream: a few stalls decide it).
     check("preferred_min_throughput", "p3")(
         served_by(
             &gw,
             k,
-            &serves(json!({"preferred_min_throughput": 500, "ignore": ["p2"]})),
+            &serves(json!({"preferred_min_throughput": 300, "ignore": ["p2"]})),
         )
         .await,
     );
