@@ -58,6 +58,7 @@ fn request_body(text: &str) -> String {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
     let mut documents = vec![
         (
             "stream chunk",
