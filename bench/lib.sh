@@ -96,28 +96,34 @@ pricing = { prompt = "0.15", completion = "0.6" }
 CONF
 }
 
-# The upstream wrk's requests go to (sets `model`, `upstream_config` and exports WRK_MODEL):
-# the static one of static_llmux_config, or with STREAM=1 the simulated provider (BIN's
-# `llmux sim`, started here on SIM_PORT) answering in streams of 64 tokens (WRK_STREAM=1).
-choose_upstream() { # bin sim_port
-    model=openai/gpt-4o-mini; upstream_config=""
-    if [ "${STREAM:-}" = 1 ]; then
-        LLMUX_LOG=warn "$1" sim --listen "127.0.0.1:$2" >/dev/null 2>&1 &
-        pids+=($!)
-        model=deepseek/deepseek-v3.2
-        upstream_config="
+# The simulated provider (BIN's `llmux sim`) on PORT, and in `sim_config` the configuration
+# that routes deepseek/deepseek-v3.2 to it, answering TOKENS tokens.
+start_sim_upstream() { # bin port tokens
+    LLMUX_LOG=warn "$1" sim --listen "127.0.0.1:$2" >/dev/null 2>&1 &
+    pids+=($!)
+    sim_config="
 [[providers]]
 slug = \"sim\"
 api = \"openai\"
 base_url = \"http://127.0.0.1:$2/v1\"
 
 [[endpoints]]
-model = \"$model\"
+model = \"deepseek/deepseek-v3.2\"
 provider = \"sim\"
-upstream_model = \"deepseek-v3.2+tokens=64\"
+upstream_model = \"deepseek-v3.2+tokens=$3\"
 pricing = { prompt = \"0.28\", completion = \"0.42\" }"
-        export WRK_STREAM=1
+}
+
+# The upstream wrk's requests go to (sets `upstream_config`, exports WRK_MODEL): the static
+# one of static_llmux_config, or with STREAM=1 the simulated provider (started here on
+# SIM_PORT) answering in streams of 64 tokens (WRK_STREAM=1).
+choose_upstream() { # bin sim_port
+    upstream_config=""
+    export WRK_MODEL=openai/gpt-4o-mini
+    if [ "${STREAM:-}" = 1 ]; then
+        start_sim_upstream "$1" "$2" 64
+        upstream_config=$sim_config
+        export WRK_MODEL=deepseek/deepseek-v3.2 WRK_STREAM=1
         wait_for_ports "$2"
     fi
-    export WRK_MODEL=$model
 }

@@ -42,19 +42,8 @@ source bench/lib.sh
 static_port=18591; llmux_port=18593; sim_port=18594
 require_free_ports $static_port $llmux_port $sim_port
 start_static_upstream $static_port static
-LLMUX_LOG=warn "$plain" sim --listen "127.0.0.1:$sim_port" >/dev/null 2>&1 &
-pids+=($!)
-static_llmux_config "$work/llmux.toml" $llmux_port "sqlite://$work/llmux.db" "$work/data" $static_port "
-[[providers]]
-slug = \"sim\"
-api = \"openai\"
-base_url = \"http://127.0.0.1:$sim_port/v1\"
-
-[[endpoints]]
-model = \"deepseek/deepseek-v3.2\"
-provider = \"sim\"
-upstream_model = \"deepseek-v3.2+tokens=50\"
-pricing = { prompt = \"0.28\", completion = \"0.42\" }"
+start_sim_upstream "$plain" $sim_port 50
+static_llmux_config "$work/llmux.toml" $llmux_port "sqlite://$work/llmux.db" "$work/data" $static_port "$sim_config"
 key=$(create_key "$plain" pgo "$work/llmux.toml")
 export WRK_KEY=$key
 wait_for_ports $static_port $sim_port
