@@ -76,6 +76,8 @@ pub struct Endpoint {
     pub max_prompt_tokens: Option<u64>,
     pub quantization: Option<String>,
     pub supported_parameters: Vec<String>,
+    /// The upstream requests' URL and fixed headers, made by the adapter on first use.
+    pub request_heads: crate::providers::RequestHeads,
 }
 
 impl Endpoint {
@@ -122,6 +124,7 @@ impl Endpoint {
                 .supported_parameters
                 .clone()
                 .unwrap_or_else(|| model.supported_parameters.clone()),
+            request_heads: Default::default(),
         })
     }
 

@@ -128,6 +128,13 @@ impl Provider {
                 p.base_url
             );
         }
+        if !http::Uri::try_from(base_url.as_str()).is_ok_and(|u| u.authority().is_some()) {
+            bail!(
+                "provider {}: base_url {:?} is not a valid URL",
+                p.slug,
+                p.base_url
+            );
+        }
         let dialect = match &p.dialect {
             Some(d) => Dialect::parse(d).with_context(|| {
                 format!(
@@ -183,5 +190,34 @@ impl Provider {
             },
             zdr: p.zdr,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_url(base_url: &str) -> anyhow::Result<Provider> {
+        let section: ProviderSection = toml::from_str(&format!(
+            "slug = \"p\"\napi = \"openai\"\nbase_url = {base_url:?}"
+        ))
+        .unwrap();
+        Provider::from_config(&section)
+    }
+
+    #[test]
+    fn base_urls_are_checked_at_start() {
+        let p = with_url("http://127.0.0.1:8080/v1/").unwrap();
+        assert_eq!(p.base_url, "http://127.0.0.1:8080/v1");
+        with_url("https://api.deepseek.com").unwrap();
+        for bad in [
+            "ftp://example.com",
+            "https://exa mple.com/v1",
+            "https://",
+            "http://[::1/v1",
+        ] {
+            let err = with_url(bad).unwrap_err().to_string();
+            assert!(err.contains("base_url"), "{bad}: {err}");
+        }
     }
 }

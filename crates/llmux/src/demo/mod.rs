@@ -115,6 +115,7 @@ impl DemoProviders {
             max_prompt_tokens: None,
             quantization: None,
             supported_parameters: m.supported_parameters.clone(),
+            request_heads: Default::default(),
         })
     }
 }

@@ -1,13 +1,15 @@
 //! The Anthropic adapter: `POST {base_url}/messages` with `x-api-key` and `anthropic-version`.
 
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue, header};
 use llmux_protocol::ProtocolError;
 use llmux_protocol::anthropic;
 use llmux_protocol::canonical::{ChatRequest, StreamEvent};
 use llmux_protocol::sse::SseEvent;
 
-use super::{Adapter, BuildContext, EventDecoder, UpstreamRequest};
+use super::{Adapter, BuildContext, EventDecoder, RequestHead, UpstreamRequest, secret_header};
+
+/// The header the key goes in.
+const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// `max_tokens` for requests that set none, when the endpoint does not say its limit either.
 const DEFAULT_MAX_TOKENS: u32 = 4096;
@@ -35,39 +37,41 @@ impl Adapter for AnthropicAdapter {
                 forward_extra: ctx.same_protocol,
             },
         )?;
-        let mut headers: Vec<(HeaderName, HeaderValue)> = vec![
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (
-                HeaderName::from_static("anthropic-version"),
-                HeaderValue::from_static(anthropic::API_VERSION),
-            ),
-        ];
-        if ctx.stream {
-            headers.push((
-                header::ACCEPT,
-                HeaderValue::from_static("text/event-stream"),
-            ));
+        let head = e.request_heads.get_or_make(ctx.stream, || {
+            let mut headers = vec![
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
+                (
+                    HeaderName::from_static("anthropic-version"),
+                    HeaderValue::from_static(anthropic::API_VERSION),
+                ),
+            ];
+            if ctx.stream {
+                headers.push((
+                    header::ACCEPT,
+                    HeaderValue::from_static("text/event-stream"),
+                ));
+            }
+            if let Some(secret) = p.credential.secret() {
+                headers.push((API_KEY, secret_header(secret)?));
+            }
+            RequestHead::new(p, "/messages", headers)
+        })?;
+        let mut request = head.request(body);
+        if let Some(own) = ctx.credential {
+            request.headers.insert(API_KEY, secret_header(own)?);
         }
-        if let Some(secret) = ctx.secret() {
-            let v = HeaderValue::try_from(secret).map_err(|_| {
-                ProtocolError::unsupported("the provider key is not a valid header value")
-            })?;
-            headers.push((HeaderName::from_static("x-api-key"), v));
-        }
+        // Per request: the client's own beta features.
         if let Some(beta) = ctx.anthropic_beta
             && let Ok(v) = HeaderValue::try_from(beta)
         {
-            headers.push((HeaderName::from_static("anthropic-beta"), v));
+            request
+                .headers
+                .append(HeaderName::from_static("anthropic-beta"), v);
         }
-        headers.extend(p.headers.iter().cloned());
-        Ok(UpstreamRequest {
-            url: format!("{}/messages", p.base_url),
-            headers,
-            body: Bytes::from(body),
-        })
+        Ok(request)
     }
 
     fn decode_response(&self, body: &[u8]) -> Result<Vec<StreamEvent>, ProtocolError> {

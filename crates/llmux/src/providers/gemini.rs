@@ -1,14 +1,16 @@
 //! The Gemini adapter: `POST {base_url}/models/{model}:generateContent` (or
 //! `:streamGenerateContent?alt=sse`) with `x-goog-api-key`.
 
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue, header};
 use llmux_protocol::ProtocolError;
 use llmux_protocol::canonical::{ChatRequest, StreamEvent};
 use llmux_protocol::gemini;
 use llmux_protocol::sse::SseEvent;
 
-use super::{Adapter, BuildContext, EventDecoder, UpstreamRequest};
+use super::{Adapter, BuildContext, EventDecoder, RequestHead, UpstreamRequest, secret_header};
+
+/// The header the key goes in.
+const API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
 
 pub struct GeminiAdapter;
 
@@ -26,27 +28,30 @@ impl Adapter for GeminiAdapter {
                 forward_extra: false,
             },
         )?;
-        let mut headers: Vec<(HeaderName, HeaderValue)> = vec![(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )];
-        if let Some(secret) = ctx.secret() {
-            let v = HeaderValue::try_from(secret).map_err(|_| {
-                ProtocolError::unsupported("the provider key is not a valid header value")
-            })?;
-            headers.push((HeaderName::from_static("x-goog-api-key"), v));
+        let head = e.request_heads.get_or_make(ctx.stream, || {
+            let mut headers = vec![(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )];
+            if let Some(secret) = p.credential.secret() {
+                headers.push((API_KEY, secret_header(secret)?));
+            }
+            let method = if ctx.stream {
+                "streamGenerateContent?alt=sse"
+            } else {
+                "generateContent"
+            };
+            RequestHead::new(
+                p,
+                &format!("/models/{}:{method}", e.upstream_model),
+                headers,
+            )
+        })?;
+        let mut request = head.request(body);
+        if let Some(own) = ctx.credential {
+            request.headers.insert(API_KEY, secret_header(own)?);
         }
-        headers.extend(p.headers.iter().cloned());
-        let method = if ctx.stream {
-            "streamGenerateContent?alt=sse"
-        } else {
-            "generateContent"
-        };
-        Ok(UpstreamRequest {
-            url: format!("{}/models/{}:{method}", p.base_url, e.upstream_model),
-            headers,
-            body: Bytes::from(body),
-        })
+        Ok(request)
     }
 
     fn decode_response(&self, body: &[u8]) -> Result<Vec<StreamEvent>, ProtocolError> {

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use http::HeaderValue;
 use http_body_util::{BodyDataStream, BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -125,9 +124,6 @@ impl ProviderClients {
     }
 }
 
-const USER_AGENT: HeaderValue =
-    HeaderValue::from_static(concat!("llmux/", env!("CARGO_PKG_VERSION")));
-
 fn client_for(tls: &rustls::ClientConfig, connect_timeout: Duration, http2_only: bool) -> Client {
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
@@ -199,24 +195,10 @@ impl Upstream {
             UpstreamError::new(UpstreamErrorKind::Connect, "provider has no client")
         })?;
         let (client, slot) = clients.pick();
-        let uri = http::Uri::try_from(req.url.as_str()).map_err(|e| {
-            UpstreamError::new(
-                UpstreamErrorKind::Connect,
-                format!("{}: invalid URL {}: {e}", provider.name, req.url),
-            )
-        })?;
         let mut request = http::Request::new(Full::new(req.body));
         *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = uri;
-        let headers = request.headers_mut();
-        headers.reserve(req.headers.len() + 1);
-        for (k, v) in req.headers {
-            headers.append(k, v);
-        }
-        // A provider's configured User-Agent wins over llmux's own.
-        headers
-            .entry(http::header::USER_AGENT)
-            .or_insert(USER_AGENT);
+        *request.uri_mut() = req.uri;
+        *request.headers_mut() = req.headers;
         let resp = client.request(request).await.map_err(|e| {
             UpstreamError::new(
                 classify(&e),

@@ -25,9 +25,81 @@ use crate::catalog::{Api, Endpoint};
 
 /// An HTTP request ready to send upstream.
 pub struct UpstreamRequest {
-    pub url: String,
-    pub headers: Vec<(::http::HeaderName, ::http::HeaderValue)>,
+    pub uri: ::http::Uri,
+    pub headers: ::http::HeaderMap,
     pub body: Bytes,
+}
+
+const USER_AGENT: ::http::HeaderValue =
+    ::http::HeaderValue::from_static(concat!("llmux/", env!("CARGO_PKG_VERSION")));
+
+/// What every request to an endpoint repeats: its URL and its fixed headers, the provider's
+/// key among them.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    pub uri: ::http::Uri,
+    pub headers: ::http::HeaderMap,
+}
+
+impl RequestHead {
+    /// `{base_url}{path}`, with `headers` (each appended, so a name may repeat), then the
+    /// provider's own, and llmux's `User-Agent` unless the provider's has one.
+    pub fn new(
+        provider: &crate::catalog::Provider,
+        path: &str,
+        headers: impl IntoIterator<Item = (::http::HeaderName, ::http::HeaderValue)>,
+    ) -> Result<RequestHead, ProtocolError> {
+        let url = format!("{}{path}", provider.base_url);
+        let uri = ::http::Uri::try_from(url.as_str())
+            .map_err(|e| ProtocolError::unsupported(format!("invalid upstream URL {url}: {e}")))?;
+        let mut map = ::http::HeaderMap::new();
+        for (k, v) in headers.into_iter().chain(provider.headers.iter().cloned()) {
+            map.append(k, v);
+        }
+        // A provider's configured User-Agent wins over llmux's own.
+        map.entry(::http::header::USER_AGENT).or_insert(USER_AGENT);
+        Ok(RequestHead { uri, headers: map })
+    }
+
+    /// A request with this head and `body`.
+    pub fn request(&self, body: Vec<u8>) -> UpstreamRequest {
+        UpstreamRequest {
+            uri: self.uri.clone(),
+            headers: self.headers.clone(),
+            body: Bytes::from(body),
+        }
+    }
+}
+
+/// An endpoint's [`RequestHead`]s, for whole and for streamed answers, each made by the
+/// adapter on first use: formatting and parsing the URL and the key's header again for every
+/// request took about 2,500 instructions (`bench/instructions.sh`).
+#[derive(Debug, Default)]
+pub struct RequestHeads([std::sync::OnceLock<RequestHead>; 2]);
+
+impl RequestHeads {
+    pub fn get_or_make(
+        &self,
+        stream: bool,
+        make: impl FnOnce() -> Result<RequestHead, ProtocolError>,
+    ) -> Result<&RequestHead, ProtocolError> {
+        let cell = &self.0[usize::from(stream)];
+        if let Some(head) = cell.get() {
+            return Ok(head);
+        }
+        // Two threads may both make it the first time; one is kept, and they are the same.
+        let _ = cell.set(make()?);
+        Ok(cell.get().expect("just set"))
+    }
+}
+
+/// A header value holding a secret: never written to logs, never indexed by HTTP/2's
+/// header compression.
+pub fn secret_header(value: &str) -> Result<::http::HeaderValue, ProtocolError> {
+    let mut v = ::http::HeaderValue::try_from(value)
+        .map_err(|_| ProtocolError::unsupported("the provider key is not a valid header value"))?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 /// Facts about the call that shape the upstream request.
@@ -41,14 +113,6 @@ pub struct BuildContext<'a> {
     pub anthropic_beta: Option<&'a str>,
     /// The account's own key for this provider (BYOK), used instead of the provider's.
     pub credential: Option<&'a str>,
-}
-
-impl BuildContext<'_> {
-    /// The key to send upstream: the account's own, else the provider's.
-    pub fn secret(&self) -> Option<&str> {
-        self.credential
-            .or_else(|| self.endpoint.provider.credential.secret())
-    }
 }
 
 pub trait Adapter: Send + Sync {

@@ -1,43 +1,52 @@
 //! The OpenAI-compatible adapter (OpenAI, DeepSeek, MiniMax, Moonshot, Zhipu, Groq, Together,
 //! Fireworks, DeepInfra, vLLM, llama.cpp, Ollama, OpenRouter, ...): `POST {base_url}/chat/completions`.
 
-use bytes::Bytes;
-use http::{HeaderName, HeaderValue, header};
+use http::{HeaderValue, header};
 use llmux_protocol::ProtocolError;
 use llmux_protocol::canonical::{ChatRequest, StreamEvent};
 use llmux_protocol::openai;
 use llmux_protocol::sse::SseEvent;
 
-use super::{Adapter, BuildContext, EventDecoder, UpstreamRequest};
+use super::{Adapter, BuildContext, EventDecoder, RequestHead, UpstreamRequest, secret_header};
 use crate::catalog::{Endpoint, Provider};
 
 pub struct OpenAiAdapter;
 
-/// Headers for an OpenAI-compatible request: JSON, Bearer auth, the provider's own.
-fn headers(
-    p: &Provider,
-    stream: bool,
-    secret: Option<&str>,
-) -> Result<Vec<(HeaderName, HeaderValue)>, ProtocolError> {
-    let mut headers: Vec<(HeaderName, HeaderValue)> = Vec::with_capacity(4 + p.headers.len());
-    headers.push((
+/// `Authorization: Bearer {secret}`.
+fn bearer(secret: &str) -> Result<HeaderValue, ProtocolError> {
+    secret_header(&format!("Bearer {secret}"))
+}
+
+/// An OpenAI-compatible request's head: JSON, Bearer auth with the provider's key, the
+/// provider's own headers.
+fn head(p: &Provider, path: &str, stream: bool) -> Result<RequestHead, ProtocolError> {
+    let mut headers = vec![(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
-    ));
+    )];
     if stream {
         headers.push((
             header::ACCEPT,
             HeaderValue::from_static("text/event-stream"),
         ));
     }
-    if let Some(secret) = secret {
-        let v = HeaderValue::try_from(format!("Bearer {secret}")).map_err(|_| {
-            ProtocolError::unsupported("the provider key is not a valid header value")
-        })?;
-        headers.push((header::AUTHORIZATION, v));
+    if let Some(secret) = p.credential.secret() {
+        headers.push((header::AUTHORIZATION, bearer(secret)?));
     }
-    headers.extend(p.headers.iter().cloned());
-    Ok(headers)
+    RequestHead::new(p, path, headers)
+}
+
+/// The request with `head`, authenticated with the account's own key where it has one.
+fn with_credential(
+    head: &RequestHead,
+    credential: Option<&str>,
+    body: Vec<u8>,
+) -> Result<UpstreamRequest, ProtocolError> {
+    let mut req = head.request(body);
+    if let Some(own) = credential {
+        req.headers.insert(header::AUTHORIZATION, bearer(own)?);
+    }
+    Ok(req)
 }
 
 /// `POST {base_url}/embeddings` with an already encoded body, authenticated with `secret`
@@ -47,15 +56,7 @@ pub fn embeddings_request(
     secret: Option<&str>,
     body: Vec<u8>,
 ) -> Result<UpstreamRequest, ProtocolError> {
-    Ok(UpstreamRequest {
-        url: format!("{}/embeddings", e.provider.base_url),
-        headers: headers(
-            &e.provider,
-            false,
-            secret.or_else(|| e.provider.credential.secret()),
-        )?,
-        body: Bytes::from(body),
-    })
+    with_credential(&head(&e.provider, "/embeddings", false)?, secret, body)
 }
 
 impl Adapter for OpenAiAdapter {
@@ -76,11 +77,10 @@ impl Adapter for OpenAiAdapter {
                 forward_extra: ctx.same_protocol,
             },
         )?;
-        Ok(UpstreamRequest {
-            url: format!("{}/chat/completions", p.base_url),
-            headers: headers(p, ctx.stream, ctx.secret())?,
-            body: Bytes::from(body),
-        })
+        let head = e
+            .request_heads
+            .get_or_make(ctx.stream, || head(p, "/chat/completions", ctx.stream))?;
+        with_credential(head, ctx.credential, body)
     }
 
     fn decode_response(&self, body: &[u8]) -> Result<Vec<StreamEvent>, ProtocolError> {

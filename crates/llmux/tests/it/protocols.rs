@@ -185,7 +185,12 @@ fn assert_well_formed_anthropic_stream(events: &[(String, Value)]) {
 async fn anthropic_text_through_both_client_formats() {
     let rec = fixture("anthropic/messages-nonstream-text.response.json");
     let up: Value = serde_json::from_slice(&rec).unwrap();
-    let r = replay(vec![(200, JSON, rec.clone()), (200, JSON, rec)]).await;
+    let r = replay(vec![
+        (200, JSON, rec.clone()),
+        (200, JSON, rec.clone()),
+        (200, JSON, rec),
+    ])
+    .await;
     let (gw, key) = gateway(
         &r,
         "anthropic",
@@ -233,17 +238,29 @@ async fn anthropic_text_through_both_client_formats() {
     assert_eq!(headers["x-api-key"], "upstream-secret");
     assert_eq!(headers["anthropic-version"], "2023-06-01");
 
-    // Anthropic format in, Anthropic upstream: the answer comes back as a Message.
+    assert!(
+        headers["user-agent"]
+            .to_str()
+            .unwrap()
+            .starts_with("llmux/")
+    );
+    assert!(!headers.contains_key("anthropic-beta"));
+
+    // Anthropic format in, Anthropic upstream: the answer comes back as a Message. The
+    // client's beta features go upstream with that request only.
+    let messages_request = anthropic_request(
+        "anthropic/messages-nonstream-text.request.json",
+        "anthropic/claude-opus-4",
+    );
     let resp = gw
-        .post(
-            "/api/v1/messages",
-            &key.key,
-            &anthropic_request(
-                "anthropic/messages-nonstream-text.request.json",
-                "anthropic/claude-opus-4",
-            ),
-        )
-        .await;
+        .http
+        .post(gw.url("/api/v1/messages"))
+        .bearer_auth(&key.key)
+        .header("anthropic-beta", "interleaved-thinking-2025-05-14")
+        .json(&messages_request)
+        .send()
+        .await
+        .unwrap();
     let status = resp.status();
     let m: Value = resp.json().await.unwrap();
     assert_eq!(status, 200, "{m}");
@@ -254,6 +271,20 @@ async fn anthropic_text_through_both_client_formats() {
     assert_eq!(m["usage"]["input_tokens"], 20);
     assert_eq!(m["usage"]["output_tokens"], 10);
     assert_eq!(r.seen.lock()[1]["messages"], recorded["messages"]);
+    let resp = gw
+        .post("/api/v1/messages", &key.key, &messages_request)
+        .await;
+    assert_eq!(resp.status(), 200);
+    let heads = r.heads.lock().clone();
+    assert_eq!(
+        heads[1].1["anthropic-beta"],
+        "interleaved-thinking-2025-05-14"
+    );
+    for (_, headers) in &heads[1..] {
+        assert_eq!(headers["x-api-key"], "upstream-secret");
+        assert_eq!(headers.get_all("x-api-key").iter().count(), 1);
+    }
+    assert!(!heads[2].1.contains_key("anthropic-beta"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
