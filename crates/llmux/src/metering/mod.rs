@@ -281,6 +281,7 @@ impl Writer {
             for (segment, count) in per_segment {
                 spool.written(segment, count);
             }
+            spool.prepare_next();
         }
         segments.clear();
     }
