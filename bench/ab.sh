@@ -3,7 +3,8 @@
 # that the machine's drift (on shared cores throughput moves by ±30% from one minute to the
 # next) falls on every binary alike. Prints requests/s, p50 and llmux's CPU per request (all
 # its threads, from /proc, and split: the serving threads, the metering writer's and SQLite's
-# threads, the rest) for each turn; CPU per request is the steadier figure.
+# threads, the rest) for each turn; CPU per request is the steadier figure. Also the serving
+# threads' page faults per thousand requests (kernel work that the clock barely shows).
 #
 #   bench/ab.sh /tmp/llmux-before target/release/llmux
 #   CONNECTIONS=1 ROUNDS=5 DURATION=10 bench/ab.sh A B
@@ -39,29 +40,29 @@ url="http://127.0.0.1:$llmux_port/api/v1/chat/completions"
 # CPU ticks of a process, whole ("total T", exited threads included) and per live thread
 # ("TID GROUP T"): serving threads, the metering writer's (llmux-meter) and SQLite's (sqlx's,
 # one per pooled connection), the rest.
-cpu_snapshot() {
+cpu_snapshot() { # lines: "total TICKS", then "TID CLASS TICKS MINOR_FAULTS"
     local t
     echo "total $(awk '{print $14 + $15}' "/proc/$1/stat")"
     for t in /proc/"$1"/task/*; do
         local comm; comm=$(cat "$t/comm" 2>/dev/null) || continue
         case "$comm" in llmux-serve*) comm=serving ;; llmux-meter|sqlx-sqlite*) comm=sqlite ;; *) comm=rest ;; esac
-        echo "${t##*/} $comm $(awk '{print $14 + $15}' "$t/stat" 2>/dev/null || echo 0)"
+        echo "${t##*/} $comm $(awk '{print $14 + $15, $10}' "$t/stat" 2>/dev/null || echo 0 0)"
     done
 }
 # Microseconds per request between two snapshots, "all serving sqlite rest"; a thread that
 # exited in between counts under the rest.
 cpu_per_request() { # BEFORE AFTER REQUESTS
     awk -v n="$3" -v us="$((1000000 / $(getconf CLK_TCK)))" '
-        FNR == NR { before[$1] = ($1 == "total") ? $2 : $3; next }
+        FNR == NR { before[$1] = ($1 == "total") ? $2 : $3; faults[$1] = $4; next }
         $1 == "total" { total = $2 - before["total"]; next }
-        { d[$2] += $3 - before[$1] }
+        { d[$2] += $3 - before[$1]; if ($2 == "serving") f += $4 - faults[$1] }
         END { rest = total - d["serving"] - d["sqlite"]
-              printf "%d %d %d %d", total * us / n, d["serving"] * us / n, d["sqlite"] * us / n, rest * us / n }
+              printf "%d %d %d %d %d", total * us / n, d["serving"] * us / n, d["sqlite"] * us / n, rest * us / n, f * 1000 / n }
     ' <(echo "$1") <(echo "$2")
 }
 
-printf '%-40s %6s %10s %12s %16s %26s\n' binary conns p50 requests/s "CPU µs/request" \
-    "serving / writer+SQLite / rest"
+printf '%-40s %6s %10s %12s %16s %26s %16s\n' binary conns p50 requests/s "CPU µs/request" \
+    "serving / writer+SQLite / rest" "faults/1000 req"
 for _ in $(seq "$rounds"); do
     for b in "$@"; do
         LLMUX_LOG=warn "$b" serve --config "$work/llmux.toml" >/dev/null 2>>"$work/llmux.log" &
@@ -72,9 +73,9 @@ for _ in $(seq "$rounds"); do
         out=$(wrk -t1 -c"$conns" -d"${duration}s" --latency -s "$script" "$url")
         after=$(cpu_snapshot "$pid")
         n=$(awk '/requests in/ {print $1}' <<<"$out")
-        read -r all serving sqlite rest <<<"$(cpu_per_request "$before" "$after" "$n")"
-        printf '%-40s %6s %10s %12s %16s %26s\n' "$b" "$conns" "$(awk '/ 50%/ {print $2}' <<<"$out")" \
-            "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" "$all" "$serving / $sqlite / $rest"
+        read -r all serving sqlite rest faults <<<"$(cpu_per_request "$before" "$after" "$n")"
+        printf '%-40s %6s %10s %12s %16s %26s %16s\n' "$b" "$conns" "$(awk '/ 50%/ {print $2}' <<<"$out")" \
+            "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" "$all" "$serving / $sqlite / $rest" "$faults"
         kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
     done
 done
