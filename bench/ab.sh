@@ -38,9 +38,9 @@ key=$(create_key "$1" ab "$work/llmux.toml")
 export WRK_KEY=$key
 url="http://127.0.0.1:$llmux_port/api/v1/chat/completions"
 # CPU ticks of a process, whole ("total T", exited threads included) and per live thread
-# ("TID GROUP T"): serving threads, the metering writer's (llmux-meter) and SQLite's (sqlx's,
-# one per pooled connection), the rest.
-cpu_snapshot() { # lines: "total TICKS", then "TID CLASS TICKS MINOR_FAULTS"
+# with its minor page faults ("TID GROUP T FAULTS"): serving threads, the metering writer's
+# (llmux-meter) and SQLite's (sqlx's, one per pooled connection), the rest.
+cpu_snapshot() {
     local t
     echo "total $(awk '{print $14 + $15}' "/proc/$1/stat")"
     for t in /proc/"$1"/task/*; do
@@ -49,8 +49,8 @@ cpu_snapshot() { # lines: "total TICKS", then "TID CLASS TICKS MINOR_FAULTS"
         echo "${t##*/} $comm $(awk '{print $14 + $15, $10}' "$t/stat" 2>/dev/null || echo 0 0)"
     done
 }
-# Microseconds per request between two snapshots, "all serving sqlite rest"; a thread that
-# exited in between counts under the rest.
+# Microseconds per request between two snapshots, "all serving sqlite rest", then the serving
+# threads' faults per thousand requests; a thread that exited in between counts under the rest.
 cpu_per_request() { # BEFORE AFTER REQUESTS
     awk -v n="$3" -v us="$((1000000 / $(getconf CLK_TCK)))" '
         FNR == NR { before[$1] = ($1 == "total") ? $2 : $3; faults[$1] = $4; next }

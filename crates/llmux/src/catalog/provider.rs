@@ -121,16 +121,12 @@ impl Provider {
             )
         })?;
         let base_url = p.base_url.trim_end_matches('/').to_string();
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        let http_scheme = base_url.starts_with("http://") || base_url.starts_with("https://");
+        if !http_scheme
+            || !http::Uri::try_from(base_url.as_str()).is_ok_and(|u| u.authority().is_some())
+        {
             bail!(
                 "provider {}: base_url {:?} must be an http(s) URL",
-                p.slug,
-                p.base_url
-            );
-        }
-        if !http::Uri::try_from(base_url.as_str()).is_ok_and(|u| u.authority().is_some()) {
-            bail!(
-                "provider {}: base_url {:?} is not a valid URL",
                 p.slug,
                 p.base_url
             );
