@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use llmux_protocol::anthropic;
@@ -102,7 +102,8 @@ fn anthropic_error(err: ApiError) -> Response {
     err.into_response_with(body)
 }
 
-pub async fn messages(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn messages(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
+    let (headers, body) = auth::headers_and_body(request);
     let key = match auth::inference_key(&gw, &headers).await {
         Ok(k) => k,
         Err(e) => return anthropic_error(e),

@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
@@ -67,11 +65,8 @@ fn parse(bytes: &[u8]) -> Result<EmbeddingsRequest, ApiError> {
     })
 }
 
-pub async fn embeddings(
-    State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn embeddings(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
+    let (headers, body) = auth::headers_and_body(request);
     let key = match auth::inference_key(&gw, &headers).await {
         Ok(k) => k,
         Err(e) => return e.into_response(),

@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use llmux_protocol::canonical::{ChatResponse, Finish, StreamEvent, Usage};
 use llmux_protocol::openai;
@@ -102,11 +100,8 @@ impl StreamWriter for Writer {
     }
 }
 
-pub async fn chat_completions(
-    State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn chat_completions(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
+    let (headers, body) = auth::headers_and_body(request);
     let key = match auth::inference_key(&gw, &headers).await {
         Ok(k) => k,
         Err(e) => return e.into_response(),

@@ -74,8 +74,8 @@ pub struct RequestMeta {
 }
 
 /// A header's value as text, at most 512 characters of it.
-fn header_string(h: &HeaderMap, name: &HeaderName) -> Option<String> {
-    let s = h.get(name)?.to_str().ok()?;
+fn header_string(v: Option<&HeaderValue>) -> Option<String> {
+    let s = v?.to_str().ok()?;
     if s.is_empty() {
         return None;
     }
@@ -83,35 +83,53 @@ fn header_string(h: &HeaderMap, name: &HeaderName) -> Option<String> {
     Some(s[..s.len().min(512)].to_string())
 }
 
-/// The headers a request's metadata comes from, as names already parsed: looking one up by
-/// its text parses the name first (about 300 instructions a lookup, nine lookups a request).
-mod names {
-    use axum::http::HeaderName;
-
-    pub const HTTP_REFERER: HeaderName = HeaderName::from_static("http-referer");
-    pub const OPENROUTER_TITLE: HeaderName = HeaderName::from_static("x-openrouter-title");
-    pub const TITLE: HeaderName = HeaderName::from_static("x-title");
-    pub const SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
-    pub const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
-    pub const OPENROUTER_METADATA: HeaderName = HeaderName::from_static("x-openrouter-metadata");
-    pub const LLMUX_METADATA: HeaderName = HeaderName::from_static("x-llmux-metadata");
-}
+/// The headers a request's metadata comes from, in the order of [`RequestMeta::from_headers`]'s
+/// slots.
+const META_HEADERS: [&str; 9] = [
+    "http-referer",
+    "referer",
+    "x-openrouter-title",
+    "x-title",
+    "user-agent",
+    "x-session-id",
+    "anthropic-beta",
+    "x-openrouter-metadata",
+    "x-llmux-metadata",
+];
 
 impl RequestMeta {
+    /// Read in one pass over the request's headers (a handful), each name matched against
+    /// the nine above: nine lookups hashed each name, 1,600 instructions a request. As with
+    /// `HeaderMap::get`, a name's first value counts.
     pub fn from_headers(h: &HeaderMap) -> Self {
+        let mut first: [Option<&HeaderValue>; META_HEADERS.len()] = [None; META_HEADERS.len()];
+        for (name, value) in h {
+            if let Some(i) = META_HEADERS.iter().position(|m| *m == name.as_str()) {
+                first[i].get_or_insert(value);
+            }
+        }
+        let [
+            http_referer,
+            referer,
+            openrouter_title,
+            title,
+            user_agent,
+            session_id,
+            anthropic_beta,
+            openrouter_metadata,
+            llmux_metadata,
+        ] = first;
         Self {
             received: Instant::now(),
             received_ms: crate::clock::now_ms(),
-            app_referer: header_string(h, &names::HTTP_REFERER)
-                .or_else(|| header_string(h, &header::REFERER)),
-            app_title: header_string(h, &names::OPENROUTER_TITLE)
-                .or_else(|| header_string(h, &names::TITLE)),
-            user_agent: header_string(h, &header::USER_AGENT),
-            session_id: header_string(h, &names::SESSION_ID),
-            anthropic_beta: header_string(h, &names::ANTHROPIC_BETA),
-            want_metadata: [&names::OPENROUTER_METADATA, &names::LLMUX_METADATA]
+            app_referer: header_string(http_referer).or_else(|| header_string(referer)),
+            app_title: header_string(openrouter_title).or_else(|| header_string(title)),
+            user_agent: header_string(user_agent),
+            session_id: header_string(session_id),
+            anthropic_beta: header_string(anthropic_beta),
+            want_metadata: [openrouter_metadata, llmux_metadata]
                 .into_iter()
-                .any(|n| header_string(h, n).is_some_and(|v| v.eq_ignore_ascii_case("enabled"))),
+                .any(|v| header_string(v).is_some_and(|v| v.eq_ignore_ascii_case("enabled"))),
         }
     }
 }
@@ -437,6 +455,38 @@ mod tests {
         assert_eq!(meta.session_id, None, "empty");
         assert_eq!(meta.user_agent, None, "not visible ASCII");
         assert_eq!(meta.app_referer.as_deref(), Some("https://app.example"));
+    }
+
+    #[test]
+    fn a_headers_first_value_counts_and_openrouters_names_come_first() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "referer",
+            HeaderValue::from_static("https://fallback.example"),
+        );
+        h.insert("x-title", HeaderValue::from_static("Old title"));
+        h.append("x-session-id", HeaderValue::from_static("first"));
+        h.append("x-session-id", HeaderValue::from_static("second"));
+        h.insert("x-llmux-metadata", HeaderValue::from_static("Enabled"));
+        let meta = RequestMeta::from_headers(&h);
+        assert_eq!(
+            meta.app_referer.as_deref(),
+            Some("https://fallback.example")
+        );
+        assert_eq!(meta.app_title.as_deref(), Some("Old title"));
+        assert_eq!(meta.session_id.as_deref(), Some("first"));
+        assert!(meta.want_metadata);
+
+        h.insert(
+            "http-referer",
+            HeaderValue::from_static("https://app.example"),
+        );
+        h.insert("x-openrouter-title", HeaderValue::from_static("New title"));
+        h.insert("x-llmux-metadata", HeaderValue::from_static("disabled"));
+        let meta = RequestMeta::from_headers(&h);
+        assert_eq!(meta.app_referer.as_deref(), Some("https://app.example"));
+        assert_eq!(meta.app_title.as_deref(), Some("New title"));
+        assert!(!meta.want_metadata);
     }
 
     #[test]

@@ -111,10 +111,26 @@ fn add(ring: &mut [Bucket], at: i64, success: bool) {
     }
 }
 
+/// Outcomes in the buckets of `from..=to`. A window shorter than the ring (the 30 s one, at
+/// every request) visits only its own slots: slot `at % len` holds `at` if it was written
+/// since, so nothing else can be in the window.
 fn sum(ring: &[Bucket], from: i64, to: i64) -> (u64, u64) {
-    ring.iter()
-        .filter(|b| b.at >= from && b.at <= to)
-        .fold((0, 0), |(o, f), b| (o + b.ok as u64, f + b.failed as u64))
+    let add = |(o, f): (u64, u64), b: &Bucket| (o + b.ok as u64, f + b.failed as u64);
+    if to - from + 1 >= ring.len() as i64 {
+        return ring
+            .iter()
+            .filter(|b| b.at >= from && b.at <= to)
+            .fold((0, 0), add);
+    }
+    let mut slot = from.rem_euclid(ring.len() as i64) as usize;
+    let mut total = (0, 0);
+    for at in from..=to {
+        if ring[slot].at == at {
+            total = add(total, &ring[slot]);
+        }
+        slot = if slot + 1 == ring.len() { 0 } else { slot + 1 };
+    }
+    total
 }
 
 struct State {
@@ -472,6 +488,37 @@ mod tests {
         assert!(!h.admit(t + 10_011), "one probe at a time");
         h.record(ok(), t + 10_020, &s);
         assert!(h.snapshot(t + 10_030, &s).stable);
+    }
+
+    #[test]
+    fn window_sums_visit_only_the_windows_slots_and_agree_with_a_full_scan() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let full = |ring: &[Bucket], from: i64, to: i64| {
+            ring.iter()
+                .filter(|b| b.at >= from && b.at <= to)
+                .fold((0, 0), |(o, f), b| (o + b.ok as u64, f + b.failed as u64))
+        };
+        for _ in 0..200 {
+            let mut ring = vec![Bucket::default(); 120];
+            let now = rng.random_range(1_000..1_500i64);
+            // Writes scattered over the last 400 seconds: some slots stale, some reused.
+            for _ in 0..rng.random_range(0..300) {
+                add(
+                    &mut ring,
+                    now - rng.random_range(0..400),
+                    rng.random_bool(0.8),
+                );
+            }
+            for window in [1, 30, 119, 120, 121, 500] {
+                let from = now - window + 1;
+                assert_eq!(
+                    sum(&ring, from, now),
+                    full(&ring, from, now),
+                    "window {window}"
+                );
+            }
+        }
     }
 
     #[test]
