@@ -90,6 +90,70 @@ async fn credits_for_n_requests_admit_exactly_n_of_ten_n() {
     assert_eq!(audit["charged_records"], n as u64);
 }
 
+/// A client that leaves while a whole (non-streamed) answer is awaited: the upstream call is
+/// dropped, the record says so (499, cancelled) with nothing billed, and the request's hold on
+/// the credits is released, so the one request the credits cover is still admitted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_before_a_whole_answer_is_recorded_and_billed_nothing() {
+    const SLOW: &str = "z-ai/glm-5";
+    let endpoints = format!(
+        "{}{}",
+        endpoint(MODEL, "simco", "m", "0", P, ""),
+        endpoint(SLOW, "simco", "m+ttft=20000", "0", P, "")
+    );
+    let (gw, _sim) = gateway_serving("", &endpoints).await;
+    // Credits for exactly one request's worst case (the slow model's is the same): a hold the
+    // cancelled request left behind would refuse the next with 402.
+    let key = gw.create_key("leaver", Some(&one_request_cost().to_string()));
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let slow = json!({"model": SLOW, "max_tokens": K, "messages": [{"role": "user", "content": "echo: a b c d e"}]});
+    let err = impatient
+        .post(gw.url("/api/v1/chat/completions"))
+        .bearer_auth(&key.key)
+        .json(&slow)
+        .send()
+        .await
+        .expect_err("no answer within 20 s");
+    assert!(err.is_timeout(), "{err}");
+
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(&gw.db_url()).await.unwrap();
+    let mut recorded = Vec::new();
+    for _ in 0..100 {
+        recorded = sqlx::query_as::<_, (i64, i64, i64)>(
+            "SELECT status, cancelled, cost FROM generations WHERE requested_model = 'z-ai/glm-5'",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        if !recorded.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    db.close().await;
+    assert_eq!(
+        recorded,
+        vec![(499, 1, 0)],
+        "one record: cancelled, nothing billed"
+    );
+
+    let resp = gw
+        .post("/api/v1/chat/completions", &key.key, &echo_request())
+        .await;
+    assert_eq!(resp.status(), 200, "the hold was released");
+    let _ = resp.bytes().await;
+    let k: Value = gw.get("/api/v1/key", &key.key).await.json().await.unwrap();
+    assert_eq!(
+        dec(k["data"]["account"]["balance"].as_str().unwrap()),
+        rust_decimal::Decimal::ZERO,
+        "the one answered request was billed, the cancelled one was not"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_limit_admits_exactly_its_worth() {
     let (gw, _sim) = gateway("").await;
