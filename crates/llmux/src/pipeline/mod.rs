@@ -10,8 +10,10 @@
 //!    any content reached the client);
 //! 7. **meter**: one generation record, with the settled charge ([`accounting`]).
 //!
-//! Phases 6 and 7 run in a task of their own, so a client that disconnects cannot cut the
-//! metering short: the task notices, stops the upstream, and records what was produced.
+//! A client that disconnects cannot cut the metering short. A stream's phases 6 and 7 run in
+//! a task of their own, which notices, stops the upstream and records what was produced; a
+//! whole answer's run in the request's own future, and dropping it records the request as
+//! cancelled ([`complete`]).
 
 pub mod accounting;
 mod attempt;
@@ -53,7 +55,7 @@ pub struct Gateway {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Recent answers of the public rankings endpoints and pages.
     pub rankings_cache: crate::rankings::cache::Cache,
-    /// Every request's driving task (phases 6 and 7), so a shutdown can wait for their
+    /// Every stream's driving task (phases 6 and 7), so a shutdown can wait for their
     /// records: a stream whose client left is still metering after its connection closed.
     pub requests: tokio_util::task::TaskTracker,
 }
@@ -373,10 +375,9 @@ async fn run(
         Err(err) => return error(err, rec),
     };
 
-    // attempt + meter, in a task that outlives a disconnecting client
-    let (head_tx, head_rx) = oneshot::channel();
-    // Boxed: an async fn keeps its by-value arguments twice in its state, so a `Job` passed
-    // along by value made a stream's task 10 KB, copied at every spawn and kept while it lasts.
+    // attempt + meter. Boxed: an async fn keeps its by-value arguments twice in its state, so
+    // a `Job` passed along by value made a stream's task 10 KB, copied at every spawn and kept
+    // while it lasts.
     let job = Box::new(Job {
         gw: gw.clone(),
         key,
@@ -387,15 +388,19 @@ async fn run(
         reservation: Some(reservation),
         rec,
     });
-    // Spawned boxed, so the task holds a pointer rather than the future (2.3 KB for a whole
-    // answer's): tokio copied a task's future whole at each step of spawning it, and its
-    // stage again when it finished and when it was dropped, 15 KB of copies a request.
-    if job.req.stream {
+    let head = if job.req.stream {
+        // A stream outlives this handler (its relay, and its metering after a client that
+        // left), so it runs in a task of its own. Spawned boxed, so the task holds a pointer
+        // rather than the future: tokio copied a task's future whole at each step of spawning
+        // it, and its stage again when it finished and when it was dropped.
+        let (head_tx, head_rx) = oneshot::channel();
         gw.requests.spawn(Box::pin(stream::drive(job, head_tx)));
+        head_rx.await
     } else {
-        gw.requests.spawn(Box::pin(complete::drive(job, head_tx)));
-    }
-    let response = match head_rx.await {
+        // Boxed: inline, its 2.3 KB would be copied with this future into its box.
+        Ok(Box::pin(complete::answer(job)).await)
+    };
+    let response = match head {
         Ok(Head::Complete(body)) => {
             ([(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
