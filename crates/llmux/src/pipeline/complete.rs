@@ -3,7 +3,7 @@
 //!
 //! This runs in the request's own future, not in a task of its own as a stream does: a
 //! client that leaves drops it, and [`Unfinished`] records the request as cancelled then.
-//! (A task and the channel back to the handler took 3,800 instructions a request.)
+//! (A task and the channel back to the handler took 1,100 instructions a request.)
 
 use std::sync::Arc;
 use std::time::Instant;
