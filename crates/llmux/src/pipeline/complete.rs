@@ -39,7 +39,7 @@ impl Drop for Unfinished {
         if let Some((e, started)) = &self.attempt {
             attempt::note(&mut job.rec, e, *started, None);
         }
-        job.gw.meter.record(std::mem::take(&mut job.rec));
+        self.record();
     }
 }
 

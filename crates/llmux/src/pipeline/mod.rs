@@ -426,7 +426,8 @@ async fn run(
     with_generation_id(response, &id)
 }
 
-/// One request's state from routing on, owned by its driving task.
+/// One request's state from routing on, owned by what answers it: a stream's task, or a whole
+/// answer's [`complete::answer`].
 pub(crate) struct Job {
     pub gw: Arc<Gateway>,
     pub key: Arc<KeyContext>,
