@@ -1,6 +1,7 @@
 //! What the attempt loops share: building an endpoint's request, recording each attempt, and
 //! turning the final failure into the client's error.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::{HeaderValue, header};
@@ -9,7 +10,7 @@ use serde_json::json;
 
 use super::Job;
 use crate::catalog::{Endpoint, Model};
-use crate::metering::{Charge, GenerationRecord, ProviderResponse};
+use crate::metering::{Charge, GenerationRecord, Meter, ProviderResponse};
 use crate::money::Money;
 use crate::providers::{Adapter, BuildContext, UpstreamError, UpstreamRequest, adapter_for};
 use crate::router::Candidate;
@@ -34,6 +35,82 @@ impl Failure {
             // Another provider may speak a protocol that can express the request.
             Failure::Unsupported(_) => true,
         }
+    }
+}
+
+/// What a request being answered keeps its record in: a [`Job`], or an embeddings request's
+/// own state.
+pub(super) trait Answering {
+    fn record_mut(&mut self) -> &mut GenerationRecord;
+    fn meter(&self) -> &Meter;
+    fn received(&self) -> Instant;
+}
+
+impl Answering for Job {
+    fn record_mut(&mut self) -> &mut GenerationRecord {
+        &mut self.rec
+    }
+    fn meter(&self) -> &Meter {
+        &self.gw.meter
+    }
+    fn received(&self) -> Instant {
+        self.meta.received
+    }
+}
+
+/// A request being answered in its own future, until its record is queued. Dropped before
+/// that (the client left, so the future was dropped, and with it the upstream call and the
+/// credit hold), it records the request as cancelled, with the attempt that was under way and
+/// nothing billed.
+pub(super) struct Unfinished<A: Answering> {
+    pub job: Box<A>,
+    /// The endpoint being called, and since when.
+    pub attempt: Option<(Arc<Endpoint>, Instant)>,
+    recorded: bool,
+}
+
+impl<A: Answering> Unfinished<A> {
+    pub fn new(job: Box<A>) -> Self {
+        Self {
+            job,
+            attempt: None,
+            recorded: false,
+        }
+    }
+
+    /// Queue the record: the request is finished, whatever happens to its future now.
+    pub fn record(&mut self) {
+        self.recorded = true;
+        let rec = std::mem::take(self.job.record_mut());
+        self.job.meter().record(rec);
+    }
+
+    /// Record the request as failed with the error its client gets.
+    pub fn fail(&mut self, err: &ApiError) {
+        let received = self.job.received();
+        let rec = self.job.record_mut();
+        rec.status = err.status.as_u16();
+        rec.error = Some(err.message.clone());
+        rec.latency_ms = Some(received.elapsed().as_millis() as i64);
+        self.record();
+    }
+}
+
+impl<A: Answering> Drop for Unfinished<A> {
+    fn drop(&mut self) {
+        if self.recorded {
+            return;
+        }
+        let received = self.job.received();
+        let rec = self.job.record_mut();
+        rec.cancelled = true;
+        rec.status = 499;
+        rec.error = Some("client disconnected".into());
+        rec.latency_ms = Some(received.elapsed().as_millis() as i64);
+        if let Some((e, started)) = &self.attempt {
+            note(rec, e, *started, None);
+        }
+        self.record();
     }
 }
 

@@ -5,58 +5,17 @@
 //! client that leaves drops it, and [`Unfinished`] records the request as cancelled then.
 //! (A task and the channel back to the handler took 1,100 instructions a request.)
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use llmux_protocol::canonical::ResponseBuilder;
 
-use super::attempt::{self, Failure};
+use super::attempt::{self, Failure, Unfinished};
 use super::{Head, Job, accounting};
-use crate::catalog::Endpoint;
 use crate::inbound::Served;
 use crate::providers::{Upstream, UpstreamError, UpstreamErrorKind};
 
-/// A request being answered, until its record is queued. Dropped before that (the client
-/// left, so its future was dropped, and with it the upstream call and the credit hold), it
-/// records the request as cancelled, with the attempt that was under way and nothing billed.
-struct Unfinished {
-    job: Box<Job>,
-    /// The endpoint being called, and since when.
-    attempt: Option<(Arc<Endpoint>, Instant)>,
-    recorded: bool,
-}
-
-impl Drop for Unfinished {
-    fn drop(&mut self) {
-        if self.recorded {
-            return;
-        }
-        let job = &mut self.job;
-        job.rec.cancelled = true;
-        job.rec.status = 499;
-        job.rec.error = Some("client disconnected".into());
-        job.rec.latency_ms = Some(job.meta.received.elapsed().as_millis() as i64);
-        if let Some((e, started)) = &self.attempt {
-            attempt::note(&mut job.rec, e, *started, None);
-        }
-        self.record();
-    }
-}
-
-impl Unfinished {
-    /// Queue the record: the request is finished, whatever happens to its future now.
-    fn record(&mut self) {
-        self.recorded = true;
-        self.job.gw.meter.record(std::mem::take(&mut self.job.rec));
-    }
-}
-
 pub(crate) async fn answer(job: Box<Job>) -> Head {
-    let mut run = Unfinished {
-        job,
-        attempt: None,
-        recorded: false,
-    };
+    let mut run = Unfinished::new(job);
     let plan = std::mem::take(&mut run.job.plan.routes);
     let mut reservation = run.job.reservation.take();
     let mut last: Option<Failure> = None;
@@ -159,12 +118,8 @@ pub(crate) async fn answer(job: Box<Job>) -> Head {
             }
         }
     }
-    let job = &mut run.job;
-    let err = attempt::final_error(last, &job.rec);
-    job.rec.status = err.status.as_u16();
-    job.rec.error = Some(err.message.clone());
-    job.rec.latency_ms = Some(job.meta.received.elapsed().as_millis() as i64);
-    run.record();
+    let err = attempt::final_error(last, &run.job.rec);
+    run.fail(&err);
     drop(reservation);
     Head::Error(err)
 }

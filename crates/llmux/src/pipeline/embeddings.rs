@@ -9,18 +9,37 @@ use axum::response::{IntoResponse, Response};
 use llmux_protocol::canonical::Usage;
 use serde_json::Value;
 
-use super::attempt::{self, Failure};
-use super::{RequestMeta, base_record, finish_error_record, new_generation_id, with_generation_id};
+use super::attempt::{self, Answering, Failure, Unfinished};
+use super::{RequestMeta, base_record, new_generation_id, with_generation_id};
 use crate::billing::KeyContext;
 use crate::catalog::Api;
 use crate::inbound::embeddings::EmbeddingsRequest;
-use crate::metering::{Charge, estimate};
+use crate::metering::{Charge, GenerationRecord, Meter, estimate};
 use crate::money::Money;
 use crate::pipeline::Gateway;
 use crate::providers::{
     OpenAiAdapter, Upstream, UpstreamError, UpstreamErrorKind, embeddings_request,
 };
 use crate::server::error::ApiError;
+
+/// An embeddings request being answered: what [`Unfinished`] records it from.
+struct Embedding {
+    gw: Arc<Gateway>,
+    rec: GenerationRecord,
+    received: Instant,
+}
+
+impl Answering for Embedding {
+    fn record_mut(&mut self) -> &mut GenerationRecord {
+        &mut self.rec
+    }
+    fn meter(&self) -> &Meter {
+        &self.gw.meter
+    }
+    fn received(&self) -> Instant {
+        self.received
+    }
+}
 
 pub async fn execute(
     gw: Arc<Gateway>,
@@ -35,20 +54,27 @@ pub async fn execute(
         .get("user")
         .and_then(Value::as_str)
         .map(str::to_string);
-    let fail = |err: ApiError, rec| {
-        finish_error_record(&gw, rec, &meta, &err);
+    // From here on the request is recorded once, however it ends: a client that leaves
+    // while the upstream computes drops this, and it records the request as cancelled.
+    let mut run = Unfinished::new(Box::new(Embedding {
+        gw: gw.clone(),
+        rec,
+        received: meta.received,
+    }));
+    let fail = |run: &mut Unfinished<Embedding>, err: ApiError| {
+        run.fail(&err);
         with_generation_id(err.into_response(), &id)
     };
     if !gw.meter.accepting() {
         return fail(
+            &mut run,
             ApiError::unavailable("llmux is saturated (metering backlog); retry shortly"),
-            rec,
         );
     }
     let Some(model) = crate::router::resolve_model(&gw.catalog, &req.model).cloned() else {
         return fail(
+            &mut run,
             ApiError::bad_request(format!("{} is not a valid model ID", req.model)),
-            rec,
         );
     };
     let endpoints: Vec<_> = gw
@@ -60,8 +86,8 @@ pub async fn execute(
         .collect();
     if endpoints.is_empty() {
         return fail(
+            &mut run,
             ApiError::not_found(format!("No embeddings endpoints found for {}.", model.id)),
-            rec,
         );
     }
     let candidates = crate::router::with_byok(endpoints, &key.account.byok());
@@ -87,7 +113,7 @@ pub async fn execute(
         });
     let reservation = match super::reserve(&gw, &key, credits, limit, false).await {
         Ok(r) => r,
-        Err(err) => return fail(err, rec),
+        Err(err) => return fail(&mut run, err),
     };
 
     let mut last = None;
@@ -121,6 +147,7 @@ pub async fn execute(
             }
             Ok(v)
         };
+        run.attempt = Some((e.clone(), started));
         let outcome = tokio::time::timeout(e.provider.timeout, call)
             .await
             .unwrap_or_else(|_| {
@@ -129,9 +156,11 @@ pub async fn execute(
                     format!("no answer within {}s", e.provider.timeout.as_secs()),
                 ))
             });
+        run.attempt = None;
+        let rec = &mut run.job.rec;
         match outcome {
             Ok(mut v) => {
-                attempt::note(&mut rec, e, started, None);
+                attempt::note(rec, e, started, None);
                 let reported = v.pointer("/usage/prompt_tokens").and_then(Value::as_u64);
                 let estimated = reported.is_none();
                 let prompt_tokens =
@@ -169,7 +198,7 @@ pub async fn execute(
                         amount: cost,
                     });
                 }
-                gw.meter.record(rec);
+                run.record();
                 v["id"] = id.clone().into();
                 v["model"] = model.id.clone().into();
                 v["provider"] = e.provider.name.clone().into();
@@ -191,7 +220,7 @@ pub async fn execute(
                     provider: e.provider.name.clone(),
                     error,
                 };
-                attempt::note(&mut rec, e, started, Some(&f));
+                attempt::note(rec, e, started, Some(&f));
                 let retry = f.retryable();
                 last = Some(f);
                 if !retry {
@@ -201,6 +230,6 @@ pub async fn execute(
         }
     }
     drop(reservation);
-    let err = attempt::final_error(last, &rec);
-    fail(err, rec)
+    let err = attempt::final_error(last, &run.job.rec);
+    fail(&mut run, err)
 }

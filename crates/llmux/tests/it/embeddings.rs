@@ -122,3 +122,92 @@ async fn embeddings_are_billed_per_input_token() {
         .await;
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_before_its_embeddings_is_recorded_and_billed_nothing() {
+    let sim = sim().await;
+    let base = format!("{}/v1", sim.base_url());
+    let rest = format!(
+        "{}{}{}",
+        provider("simco", &base, ""),
+        endpoint(
+            "openai/text-embedding-3-small",
+            "simco",
+            "text-embedding-3-small",
+            "1",
+            "0",
+            ""
+        ),
+        endpoint(
+            "mistralai/mistral-embed",
+            "simco",
+            "m+ttft=20000",
+            "1",
+            "0",
+            ""
+        )
+    );
+    let gw = Gateway::start("", &rest).await;
+    // Credits for exactly one request's hold (18 bytes of input and 16 for the item, at
+    // $1 per million tokens): a hold the cancelled request left behind refuses the next.
+    let input = "one two three four";
+    let key = gw.create_key("leaver", Some(&cost(&[(34, "1")]).to_string()));
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let err = impatient
+        .post(gw.url("/api/v1/embeddings"))
+        .bearer_auth(&key.key)
+        .json(&json!({"model": "mistralai/mistral-embed", "input": input}))
+        .send()
+        .await
+        .expect_err("no answer within 20 s");
+    assert!(err.is_timeout(), "{err}");
+
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(&gw.db_url()).await.unwrap();
+    let mut recorded = Vec::new();
+    for _ in 0..100 {
+        recorded = sqlx::query_as::<_, (i64, i64, i64, String)>(
+            "SELECT status, cancelled, cost, provider_responses FROM generations \
+             WHERE requested_model = 'mistralai/mistral-embed'",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        if !recorded.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    db.close().await;
+    assert_eq!(recorded.len(), 1, "one record: {recorded:?}");
+    let (status, cancelled, cost_units, attempts) = &recorded[0];
+    assert_eq!(
+        (*status, *cancelled, *cost_units),
+        (499, 1, 0),
+        "cancelled, nothing billed"
+    );
+    let attempts: Value = serde_json::from_str(attempts).unwrap();
+    assert_eq!(
+        attempts[0]["endpoint"], "m+ttft=20000",
+        "the attempt under way is noted: {attempts}"
+    );
+
+    let r = gw
+        .post(
+            "/api/v1/embeddings",
+            &key.key,
+            &json!({"model": "openai/text-embedding-3-small", "input": input}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "the hold was released");
+    let _ = r.bytes().await;
+    let k: Value = gw.get("/api/v1/key", &key.key).await.json().await.unwrap();
+    assert_eq!(
+        dec(k["data"]["account"]["balance"].as_str().unwrap()),
+        cost(&[(34, "1")]) - cost(&[(4, "1")]),
+        "the answered request was billed its 4 tokens, the cancelled one nothing"
+    );
+}
