@@ -309,13 +309,7 @@ impl Drop for Reservation {
             if let Some((cluster, keys)) = self.shared.take()
                 && let Ok(rt) = tokio::runtime::Handle::try_current()
             {
-                let release = Settlement {
-                    credits_held: self.credits,
-                    charged: Money::ZERO,
-                    limit_held: self.limit_hold,
-                    limit_charged: Money::ZERO,
-                    tokens: 0,
-                };
+                let release = Settlement::release(self.credits, self.limit_hold);
                 rt.spawn(settle_shared(cluster, keys, release));
             }
         }
@@ -689,7 +683,21 @@ impl Billing {
         }
         // At most twice: once more after loading what Redis did not have yet.
         for _ in 0..3 {
-            let (answer, keys) = cluster.reserve(&ask).await.map_err(unavailable)?;
+            let keys = cluster.hold_keys(&ask);
+            let answer = match cluster.reserve(&ask, &keys).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    // Asked but not answered in time: Redis may have taken the hold all the
+                    // same. Give back whatever it took (a hold it never took is left alone).
+                    if e.downcast_ref::<redis::RedisError>()
+                        .is_some_and(redis::RedisError::is_timeout)
+                    {
+                        let release = Settlement::release(credits, limit_amount);
+                        tokio::spawn(settle_shared(cluster.clone(), keys, release));
+                    }
+                    return Err(unavailable(e));
+                }
+            };
             match answer {
                 Answer::Held => {
                     {

@@ -88,6 +88,19 @@ pub struct Settlement {
     pub tokens: u64,
 }
 
+impl Settlement {
+    /// Giving a hold back whole: nothing was spent.
+    pub fn release(credits_held: Money, limit_held: Money) -> Self {
+        Settlement {
+            credits_held,
+            charged: Money::ZERO,
+            limit_held,
+            limit_charged: Money::ZERO,
+            tokens: 0,
+        }
+    }
+}
+
 const COMPARE: &str = r#"
 -- Compare two decimal integers given as strings (either may be negative).
 local function cmp(a, b)
@@ -263,7 +276,8 @@ fn opt(v: Option<impl ToString>) -> String {
 }
 
 impl Cluster {
-    fn hold_keys(&self, a: &Ask<'_>) -> HoldKeys {
+    /// The keys `a`'s hold touches (to reserve it, then settle or release it).
+    pub fn hold_keys(&self, a: &Ask<'_>) -> HoldKeys {
         HoldKeys {
             avail: a.credits.map(|_| self.key(&["avail", a.account])),
             spent: a
@@ -276,8 +290,7 @@ impl Cluster {
     }
 
     /// Check and hold everything a request needs, atomically for all nodes.
-    pub async fn reserve(&self, a: &Ask<'_>) -> anyhow::Result<(Answer, HoldKeys)> {
-        let keys = self.hold_keys(a);
+    pub async fn reserve(&self, a: &Ask<'_>, keys: &HoldKeys) -> anyhow::Result<Answer> {
         let day = a.now_ms.div_euclid(crate::clock::DAY_MS);
         let (limit_amount, limit_max) = match a.limit {
             Some((amount, max)) => (Some(amount), Some(max)),
@@ -334,7 +347,7 @@ impl Cluster {
             ),
             other => anyhow::bail!("unexpected reservation answer from Redis: {other:?}"),
         };
-        Ok((answer, keys))
+        Ok(answer)
     }
 
     /// Load an account's available credits unless another node already did: `available`

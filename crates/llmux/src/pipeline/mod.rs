@@ -12,8 +12,8 @@
 //!
 //! A client that disconnects cannot cut the metering short. A stream's phases 6 and 7 run in
 //! a task of their own, which notices, stops the upstream and records what was produced; a
-//! whole answer's run in the request's own future, and dropping it records the request as
-//! cancelled ([`complete`]).
+//! whole answer's (chat or [`embeddings`]) run in the request's own future, and dropping it
+//! records the request as cancelled ([`attempt::Unfinished`]).
 
 pub mod accounting;
 mod attempt;
@@ -227,7 +227,7 @@ pub fn reject(
 /// on this node first counts the day's earlier ones, from the records.
 pub async fn reserve(
     gw: &Gateway,
-    key: &KeyContext,
+    key: &Arc<KeyContext>,
     credits: Money,
     limit: Money,
     free: bool,
@@ -237,11 +237,20 @@ pub async fn reserve(
     }
     let attempt = || async {
         match &gw.cluster {
-            // Several nodes: the cluster decides, for all of them at once.
+            // Several nodes: the cluster decides, for all of them at once. In a task of its
+            // own, so that it ends even if the client leaves meanwhile: Redis takes the hold
+            // whether or not its answer is awaited, and a hold taken for a request that is
+            // gone would stay until this node stopped. The task drops such a reservation,
+            // which gives the hold back.
             Some(cluster) => {
-                gw.billing
-                    .reserve_shared(cluster, key, credits, limit, free)
-                    .await
+                let (billing, cluster, key) = (gw.billing.clone(), cluster.clone(), key.clone());
+                tokio::spawn(async move {
+                    billing
+                        .reserve_shared(&cluster, &key, credits, limit, free)
+                        .await
+                })
+                .await
+                .unwrap_or(Err(ReserveError::Unavailable))
             }
             None => gw.billing.reserve(key, credits, limit, free),
         }

@@ -20,7 +20,11 @@ use crate::harness::*;
 /// whose keys are deleted afterwards; or a `redis-server` of the test's own, for the tests
 /// that stop or restart it.
 enum TestRedis {
-    Machine { prefix: String },
+    /// The machine's Redis, reached directly or through a [`SlowRelay`].
+    Machine {
+        prefix: String,
+        relay: Option<SlowRelay>,
+    },
     Own(RedisServer),
 }
 
@@ -40,7 +44,27 @@ impl TestRedis {
         }
         Some(TestRedis::Machine {
             prefix: format!("llmux-test-{:016x}", rand::random::<u64>()),
+            relay: None,
         })
+    }
+
+    /// The machine's Redis through a [`SlowRelay`].
+    async fn machine_slowed() -> Option<TestRedis> {
+        let mut redis = TestRedis::machine()?;
+        if let TestRedis::Machine { relay, .. } = &mut redis {
+            *relay = Some(SlowRelay::start().await);
+        }
+        Some(redis)
+    }
+
+    /// The relay of [`TestRedis::machine_slowed`].
+    fn relay(&self) -> &SlowRelay {
+        match self {
+            TestRedis::Machine {
+                relay: Some(relay), ..
+            } => relay,
+            _ => panic!("not reached through a relay"),
+        }
     }
 
     fn own() -> Option<TestRedis> {
@@ -49,14 +73,17 @@ impl TestRedis {
 
     fn url(&self) -> String {
         match self {
-            TestRedis::Machine { .. } => MACHINE_REDIS.to_string(),
+            TestRedis::Machine { relay: None, .. } => MACHINE_REDIS.to_string(),
+            TestRedis::Machine {
+                relay: Some(relay), ..
+            } => relay.url(),
             TestRedis::Own(r) => r.url(),
         }
     }
 
     fn prefix(&self) -> &str {
         match self {
-            TestRedis::Machine { prefix } => prefix,
+            TestRedis::Machine { prefix, .. } => prefix,
             TestRedis::Own(_) => "llmux",
         }
     }
@@ -88,7 +115,7 @@ impl TestRedis {
 
 impl Drop for TestRedis {
     fn drop(&mut self) {
-        let TestRedis::Machine { prefix } = self else {
+        let TestRedis::Machine { prefix, .. } = self else {
             return;
         };
         let Ok(mut conn) = redis::Client::open(MACHINE_REDIS).and_then(|c| c.get_connection())
@@ -102,6 +129,69 @@ impl Drop for TestRedis {
         if !keys.is_empty() {
             let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
         }
+    }
+}
+
+/// A TCP relay to the machine's Redis that holds Redis's answers back while a delay is set,
+/// so that a client can leave while its node waits on Redis.
+struct SlowRelay {
+    port: u16,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl SlowRelay {
+    async fn start() -> SlowRelay {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let delay = delay_ms.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(redis) = tokio::net::TcpStream::connect("127.0.0.1:6379").await else {
+                    continue;
+                };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_redis, mut to_redis) = redis.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut from_client, &mut to_redis).await;
+                });
+                let delay = delay.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = from_redis.read(&mut buf).await {
+                        let ms = delay.load(Ordering::Relaxed);
+                        if ms > 0 {
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                        }
+                        if to_client.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        SlowRelay {
+            port,
+            delay_ms,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Hold each of Redis's answers back this long from now on (zero: pass them at once).
+    fn delay(&self, d: Duration) {
+        self.delay_ms.store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Drop for SlowRelay {
+    fn drop(&mut self) {
+        self.accept.abort();
     }
 }
 
@@ -831,4 +921,72 @@ async fn a_dead_nodes_holds_are_given_back() {
         .await;
     assert_eq!(r.status(), 200);
     store.close().await;
+}
+
+/// Redis takes a hold whether or not its answer is awaited: a request that is gone by the time
+/// the answer comes (its client left, or the answer came after the node's 2 s response
+/// timeout) must not leave it held until the node stops.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hold_whose_request_is_gone_is_given_back() {
+    let Some(redis) = TestRedis::machine_slowed().await else {
+        return;
+    };
+    let Some(c) = cluster_on(redis, 1, "m", "").await else {
+        return;
+    };
+    let relay = c.redis.relay();
+    let gw = &c.nodes[0];
+    // An account (one per key, one per case) with credits for two requests, the first
+    // answered: one request's worth is left, which a hold left behind would take.
+    let account = |name: &'static str| async move {
+        let key = gw.create_key(
+            name,
+            Some(&(one_request_cost() * rust_decimal::Decimal::TWO).to_string()),
+        );
+        let r = gw
+            .post("/api/v1/chat/completions", &key.key, &echo_request())
+            .await;
+        assert_eq!(r.status(), 200);
+        let _ = r.bytes().await;
+        key
+    };
+
+    // The client leaves while Redis's answer is on its way.
+    let leaver = account("leaver").await;
+    relay.delay(Duration::from_millis(1500));
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let err = impatient
+        .post(gw.url("/api/v1/chat/completions"))
+        .bearer_auth(&leaver.key)
+        .json(&echo_request())
+        .send()
+        .await
+        .expect_err("Redis answers after 1.5 s");
+    assert!(err.is_timeout(), "{err}");
+    relay.delay(Duration::ZERO);
+    let took = until_status(gw, &leaver.key, 200, Duration::from_secs(10)).await;
+    eprintln!("after a client that left: a request's worth free again after {took:?}");
+
+    // Redis answers after the node stopped waiting.
+    let late = account("late").await;
+    relay.delay(Duration::from_millis(3000));
+    let r = gw
+        .post("/api/v1/chat/completions", &late.key, &echo_request())
+        .await;
+    assert_eq!(r.status(), 503, "no answer from Redis within 2 s");
+    relay.delay(Duration::ZERO);
+    let took = until_status(gw, &late.key, 200, Duration::from_secs(10)).await;
+    eprintln!("after an answer too late: a request's worth free again after {took:?}");
+
+    for key in [leaver, late] {
+        let k: Value = gw.get("/api/v1/key", &key.key).await.json().await.unwrap();
+        assert_eq!(
+            dec(k["data"]["account"]["balance"].as_str().unwrap()),
+            rust_decimal::Decimal::ZERO,
+            "two requests answered and billed, the one that was gone nothing"
+        );
+    }
 }
