@@ -18,7 +18,7 @@ use crate::clock::DAY_MS;
 use crate::cluster::Cluster;
 use crate::cluster::money::{Answer, Ask, HoldKeys, Settlement};
 use crate::money::Money;
-use crate::storage::{KeyRow, LedgerKind, Store};
+use crate::storage::{KeyRow, LedgerEntry, LedgerKind, Store};
 
 /// How often changes made outside this process are picked up.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(250);
@@ -277,13 +277,19 @@ impl Reservation {
 /// difference stays held (never given away), so a Redis outage errs on the safe side.
 async fn settle_shared(cluster: Arc<Cluster>, keys: HoldKeys, settlement: Settlement) {
     let mut delay = Duration::from_millis(50);
+    // Whether an attempt went unanswered after it was sent (timed out, or its connection
+    // dropped): Redis may have run it, and the retry must not settle it twice.
+    let mut may_have_run = false;
     for _ in 0..10 {
         match cluster
-            .settle(&keys, &settlement, crate::clock::now_ms())
+            .settle(&keys, &settlement, crate::clock::now_ms(), may_have_run)
             .await
         {
             Ok(()) => return,
             Err(e) => {
+                may_have_run |= e.downcast_ref::<redis::RedisError>().is_some_and(|e| {
+                    e.is_timeout() || (e.is_connection_dropped() && !e.is_connection_refusal())
+                });
                 tracing::warn!(
                     "settling a reservation in Redis failed, retrying in {delay:?}: {e:#}"
                 );
@@ -854,6 +860,54 @@ impl Billing {
         Ok(())
     }
 
+    /// Count another node's (or the CLI's) ledger entry here: in the account's balance, and a
+    /// charge toward its key's limit. What can fail is read first, so that an entry is either
+    /// counted whole or not at all.
+    async fn count_ledger_entry(&self, e: &LedgerEntry) -> anyhow::Result<()> {
+        let acct = self.accounts.read().get(&e.account_id).cloned();
+        let Some(a) = acct else {
+            self.count_toward_limit(e);
+            return Ok(());
+        };
+        // Credits bought make an account prepaid (see `admin::add_credits`).
+        let prepaid = match e.kind == LedgerKind::TopUp && !a.prepaid() {
+            true => self.store.account(&a.id).await?.map(|row| row.prepaid),
+            false => None,
+        };
+        if e.id > a.loaded_through_id {
+            let mut b = a.book.lock();
+            b.balance = b.balance.saturating_add(e.amount);
+            if e.kind != LedgerKind::Charge && e.amount > Money::ZERO {
+                b.credited = b.credited.saturating_add(e.amount);
+            }
+        }
+        if let Some(prepaid) = prepaid {
+            *a.prepaid.write() = prepaid;
+        }
+        if e.kind != LedgerKind::Charge {
+            // Until the cluster's credits have it: the account's next reservation brings it
+            // there if this sync does not.
+            a.cluster_reconciled.store(false, Ordering::Relaxed);
+        }
+        self.count_toward_limit(e);
+        Ok(())
+    }
+
+    /// Another node's charge counts toward the key's limit here too.
+    fn count_toward_limit(&self, e: &LedgerEntry) {
+        if e.kind == LedgerKind::Charge
+            && let Some(ctx) = e
+                .key_hash
+                .as_ref()
+                .and_then(|h| self.keys.read().get(h).cloned())
+        {
+            let mut l = ctx.usage.limit.lock();
+            if e.created_at >= l.window_start {
+                l.spent = l.spent.saturating_add(Money(-e.amount.0));
+            }
+        }
+    }
+
     /// Pick up changes made elsewhere: key updates, BYOK keys, and ledger entries written by
     /// other processes (top-ups from the CLI, charges from other nodes).
     pub async fn sync_once(&self) -> anyhow::Result<()> {
@@ -870,7 +924,6 @@ impl Billing {
         for a in accounts_to_reload {
             self.refresh_byok(&a).await?;
         }
-        let mut last = marks.ledger_after_id;
         // Read up to the current end, then start there next time: this node's own entries
         // (most of them, under load) are neither sent nor scanned again.
         let end = self.store.ledger_max_id().await?;
@@ -878,44 +931,18 @@ impl Billing {
         loop {
             let entries = self
                 .store
-                .ledger_between(last, end, 1000, &self.node)
+                .ledger_between(marks.ledger_after_id, end, 1000, &self.node)
                 .await?;
             let n = entries.len();
             for e in entries {
-                last = e.id;
+                if e.node != self.node {
+                    self.count_ledger_entry(&e).await?;
+                }
+                // Counted: a sync cut short (an error, or a caller that stopped waiting)
+                // goes on after this entry next time instead of counting it again.
+                marks.ledger_after_id = e.id;
                 if e.kind != LedgerKind::Charge && !credited_accounts.contains(&e.account_id) {
-                    credited_accounts.push(e.account_id.clone());
-                }
-                if e.node == self.node {
-                    continue;
-                }
-                let acct = self.accounts.read().get(&e.account_id).cloned();
-                if let Some(a) = acct {
-                    if e.id > a.loaded_through_id {
-                        let mut b = a.book.lock();
-                        b.balance = b.balance.saturating_add(e.amount);
-                        if e.kind != LedgerKind::Charge && e.amount > Money::ZERO {
-                            b.credited = b.credited.saturating_add(e.amount);
-                        }
-                    }
-                    if e.kind == LedgerKind::TopUp && !a.prepaid() {
-                        // Credits bought make an account prepaid (see `admin::add_credits`).
-                        if let Some(row) = self.store.account(&a.id).await? {
-                            *a.prepaid.write() = row.prepaid;
-                        }
-                    }
-                }
-                // Another node's charge counts toward the key's limit here too.
-                if e.kind == LedgerKind::Charge
-                    && let Some(ctx) = e
-                        .key_hash
-                        .as_ref()
-                        .and_then(|h| self.keys.read().get(h).cloned())
-                {
-                    let mut l = ctx.usage.limit.lock();
-                    if e.created_at >= l.window_start {
-                        l.spent = l.spent.saturating_add(Money(-e.amount.0));
-                    }
+                    credited_accounts.push(e.account_id);
                 }
             }
             if n < 1000 {
@@ -924,15 +951,18 @@ impl Billing {
         }
         if let Some(cluster) = self.cluster.get() {
             // Top-ups (from the CLI or any node) reach the cluster's credits. Every node does
-            // this; the script adds each credit once.
+            // this; the script adds each credit once. One that fails here is done by the
+            // account's next reservation (`count_ledger_entry` marked it).
             for account in &credited_accounts {
-                self.reconcile_shared(cluster, account).await?;
+                if let Err(e) = self.reconcile_shared(cluster, account).await {
+                    tracing::warn!("bringing a top-up to the cluster's credits: {e:#}");
+                }
             }
         }
         // Look back a little: a row written in the same millisecond as the last poll is not lost.
         marks.keys_since_ms = started - 1000;
         marks.byok_since_ms = started - 1000;
-        marks.ledger_after_id = last.max(end);
+        marks.ledger_after_id = marks.ledger_after_id.max(end);
         marks.last_run = Some(Instant::now());
         Ok(())
     }

@@ -198,11 +198,14 @@ const SETTLE: &str = r#"
 -- KEYS: avail, spent, tpm, holds (this node's)
 -- ARGV: credits_held - charged ('' = no credits held), -charged,
 --       limit_charged - limit_held ('' = no limit held), limit_charged, tokens, second,
---       tpm (0/1), member
+--       tpm (0/1), member, retry (1: an earlier attempt went unanswered)
 -- A hold no longer registered (released as a dead node's, or lost with Redis) was not taken
 -- from the amount as it now stands: only the charge is. Amounts that are gone are not
 -- recreated (they are rebuilt from the ledger when next needed).
 local held = redis.call('HDEL', KEYS[4], ARGV[8]) == 1
+-- Unless an earlier attempt may have settled it: then it is taken as settled (charging it
+-- again would count it twice; Redis restarting in between is the rarer case).
+if not held and ARGV[9] == '1' then return 0 end
 local function settle(key, back, charge)
   if back == '' or redis.call('EXISTS', key) == 0 then return end
   if held then
@@ -396,8 +399,15 @@ impl Cluster {
         Ok(())
     }
 
-    /// Replace a hold by what was actually spent.
-    pub async fn settle(&self, keys: &HoldKeys, s: &Settlement, now_ms: i64) -> anyhow::Result<()> {
+    /// Replace a hold by what was actually spent. `retry`: an earlier attempt went
+    /// unanswered, so Redis may have run it.
+    pub async fn settle(
+        &self,
+        keys: &HoldKeys,
+        s: &Settlement,
+        now_ms: i64,
+        retry: bool,
+    ) -> anyhow::Result<()> {
         let unused = || self.key(&["unused"]);
         let _: i64 = script(SETTLE)
             .key(keys.avail.clone().unwrap_or_else(unused))
@@ -418,6 +428,7 @@ impl Cluster {
             .arg(now_ms.div_euclid(1000))
             .arg(if keys.has_tpm { "1" } else { "0" })
             .arg(&keys.member)
+            .arg(if retry { "1" } else { "0" })
             .invoke_async(&mut self.conn())
             .await?;
         Ok(())

@@ -970,7 +970,9 @@ async fn a_hold_whose_request_is_gone_is_given_back() {
     let took = until_status(gw, &leaver.key, 200, Duration::from_secs(10)).await;
     eprintln!("after a client that left: a request's worth free again after {took:?}");
 
-    // Redis answers after the node stopped waiting.
+    // Redis answers after the node stopped waiting. (The settlement of the request just
+    // answered is usually on its way then too, and unanswered: retried, it must not be
+    // charged twice.)
     let late = account("late").await;
     relay.delay(Duration::from_millis(3000));
     let r = gw
@@ -989,4 +991,49 @@ async fn a_hold_whose_request_is_gone_is_given_back() {
             "two requests answered and billed, the one that was gone nothing"
         );
     }
+}
+
+/// A sync that cannot finish (here, Redis is down, so the top-up cannot reach the cluster's
+/// credits) must not count the ledger entries it read again at the next: the node reads the
+/// ledger every 250 ms.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_top_up_seen_while_redis_is_down_is_counted_once() {
+    let Some(redis) = TestRedis::own() else {
+        return;
+    };
+    let Some(mut c) = cluster_on(redis, 1, "m", "").await else {
+        return;
+    };
+    let gw = &c.nodes[0];
+    let key = gw.create_key("topped", Some("1"));
+    let r = gw
+        .post("/api/v1/chat/completions", &key.key, &echo_request())
+        .await;
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await;
+    let balance = || async {
+        let k: Value = gw.get("/api/v1/key", &key.key).await.json().await.unwrap();
+        dec(k["data"]["account"]["balance"].as_str().unwrap())
+    };
+    let before = balance().await;
+
+    c.redis.server().stop();
+    let out = gw.cli(&["credits", "add", &key.account, "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Six of the node's syncs or more, each unable to reach Redis.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(balance().await, before + dec("2"), "the top-up, once");
+
+    c.redis.server().resume();
+    until_status(gw, &key.key, 200, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        balance().await,
+        before + dec("2") - one_request_cost(),
+        "the top-up once, and the request served after Redis came back"
+    );
 }
