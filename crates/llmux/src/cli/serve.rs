@@ -31,8 +31,8 @@ pub struct ServeArgs {
     pub demo_rps: f64,
 }
 
-/// How long a graceful shutdown waits for open requests (long streams) before closing them.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// After a graceful shutdown's grace period (`server.shutdown_grace_ms`), how long ended streams may take to send their last event.
+const STREAMS_END_WITHIN: Duration = Duration::from_secs(2);
 
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -177,6 +177,7 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
         cluster: cluster.clone(),
         rankings_cache: crate::rankings::cache::Cache::new(rankings_cache_ttl),
         requests: tokio_util::task::TaskTracker::new(),
+        shutdown: tokio_util::sync::CancellationToken::new(),
     });
     if let Some(c) = &cluster {
         gw.billing.set_cluster(c.clone());
@@ -240,15 +241,25 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
     workers.shutdown();
     // Connections close first; requests whose client left may still be recording.
     gw.requests.close();
-    let finished = async {
-        workers.served().await;
-        gw.requests.wait().await;
-    };
-    if tokio::time::timeout(SHUTDOWN_GRACE, finished)
-        .await
-        .is_err()
     {
-        tracing::warn!("open requests did not finish within {SHUTDOWN_GRACE:?}; closing them");
+        let finished = async {
+            workers.served().await;
+            gw.requests.wait().await;
+        };
+        tokio::pin!(finished);
+        let grace = gw.config.shutdown_grace;
+        if tokio::time::timeout(grace, &mut finished).await.is_err() {
+            tracing::warn!("open requests did not finish within {grace:?}; ending their streams");
+            // Streams end at once, each recorded and billed for what it produced; whole answers
+            // still awaited are recorded as cancelled when their thread stops.
+            gw.shutdown.cancel();
+            if tokio::time::timeout(STREAMS_END_WITHIN, finished)
+                .await
+                .is_err()
+            {
+                tracing::warn!("open requests did not end within {STREAMS_END_WITHIN:?}");
+            }
+        }
     }
     // Every record of an answered request is written before the process ends.
     gw.meter.flush().await;

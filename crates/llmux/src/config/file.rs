@@ -47,6 +47,9 @@ pub struct ServerSection {
     /// nginx's `send_timeout`) is treated as gone: the upstream is stopped, what was produced
     /// is billed, and the connection is closed.
     pub stream_send_timeout_ms: Option<u64>,
+    /// On SIGTERM, how long open requests may take to finish (default 10000 ms). Streams still
+    /// open then are ended (the client gets an error event) and billed for what they produced.
+    pub shutdown_grace_ms: Option<u64>,
     /// Threads serving requests, each running its connections start to finish (default: one
     /// per core).
     pub threads: Option<usize>,

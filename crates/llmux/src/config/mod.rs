@@ -25,6 +25,8 @@ pub struct Config {
     pub stream_keepalive: Duration,
     /// A streamed answer's client that takes none of it for this long is treated as gone.
     pub stream_send_timeout: Duration,
+    /// On SIGTERM, how long open requests may take to finish before streams are ended.
+    pub shutdown_grace: Duration,
     /// Serving threads ([`crate::server::workers`]).
     pub threads: usize,
     pub metering: MeteringSettings,
@@ -167,6 +169,7 @@ impl Config {
             stream_send_timeout: Duration::from_millis(
                 s.stream_send_timeout_ms.unwrap_or(60_000).max(100),
             ),
+            shutdown_grace: Duration::from_millis(s.shutdown_grace_ms.unwrap_or(10_000)),
             threads: match s.threads {
                 Some(n @ 1..=1024) => n,
                 Some(n) => bail!("server.threads must be between 1 and 1024, not {n}"),

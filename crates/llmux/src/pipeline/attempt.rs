@@ -17,6 +17,9 @@ use crate::router::Candidate;
 use crate::router::health::Outcome;
 use crate::server::error::ApiError;
 
+/// What a request cut short by a shutdown is told (and its record says).
+pub(super) const SHUTTING_DOWN: &str = "llmux is shutting down; retry shortly";
+
 /// Why an endpoint could not serve.
 pub(super) enum Failure {
     /// The upstream failed (or was unreachable).
@@ -26,6 +29,8 @@ pub(super) enum Failure {
     },
     /// The request cannot be expressed in this endpoint's protocol.
     Unsupported(String),
+    /// llmux is shutting down (its grace period is over) before the endpoint answered.
+    Shutdown,
 }
 
 impl Failure {
@@ -34,6 +39,7 @@ impl Failure {
             Failure::Upstream { error, .. } => error.is_retryable(),
             // Another provider may speak a protocol that can express the request.
             Failure::Unsupported(_) => true,
+            Failure::Shutdown => false,
         }
     }
 }
@@ -146,6 +152,7 @@ pub(super) fn note(
         None => (Some(200), None),
         Some(Failure::Upstream { error, .. }) => (error.status(), Some(error.message.clone())),
         Some(Failure::Unsupported(m)) => (None, Some(m.clone())),
+        Some(Failure::Shutdown) => (None, Some(SHUTTING_DOWN.to_string())),
     };
     // Most requests make one attempt: room for one (a Vec's first push makes room for four,
     // 350 bytes kept while a stream lasts).
@@ -171,6 +178,7 @@ pub(super) fn final_error(last: Option<Failure>, rec: &GenerationRecord) -> ApiE
     match last {
         None => ApiError::not_found("No endpoints available"),
         Some(Failure::Unsupported(m)) => ApiError::bad_request(m),
+        Some(Failure::Shutdown) => ApiError::unavailable(SHUTTING_DOWN),
         Some(Failure::Upstream { provider, error }) => {
             let status = http::StatusCode::from_u16(error.client_status())
                 .unwrap_or(http::StatusCode::BAD_GATEWAY);
@@ -275,7 +283,7 @@ pub(super) fn report(
             ttft_ms: None,
             tokens_per_sec: None,
         },
-        Some(Failure::Unsupported(_)) => {
+        Some(Failure::Unsupported(_) | Failure::Shutdown) => {
             health.of(&e.provider.slug, &model.id).release_probe();
             return;
         }

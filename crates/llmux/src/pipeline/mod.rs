@@ -58,6 +58,9 @@ pub struct Gateway {
     /// Every stream's driving task (phases 6 and 7), so a shutdown can wait for their
     /// records: a stream whose client left is still metering after its connection closed.
     pub requests: tokio_util::task::TaskTracker,
+    /// Cancelled when a shutdown's grace period is over: streams still open end then, billed
+    /// for what they produced, rather than being dropped with their thread unrecorded.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Facts about the HTTP request that end up in the record.

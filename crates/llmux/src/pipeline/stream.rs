@@ -176,6 +176,8 @@ enum End {
     Failed(UpstreamError),
     /// The client left.
     Cancelled,
+    /// llmux is shutting down ([`super::Gateway::shutdown`]).
+    Shutdown,
 }
 
 pub(crate) async fn drive(mut job: Box<Job>, head: oneshot::Sender<Head>) {
@@ -295,6 +297,7 @@ async fn open_keeping_alive(
                 }
             }
             _ = client.gone() => return None,
+            _ = job.gw.shutdown.cancelled() => return Some(Err(Failure::Shutdown)),
         }
     }
 }
@@ -362,6 +365,7 @@ async fn relay(mut job: Box<Job>, mut client: Client, model: &Model, c: &Candida
         let next = tokio::select! {
             r = reader.next(e.provider.idle_timeout) => r,
             _ = client.gone() => { end = End::Cancelled; break; }
+            _ = job.gw.shutdown.cancelled() => { end = End::Shutdown; break; }
         };
         match next {
             Ok(Some(sse)) => match decoder
@@ -443,6 +447,16 @@ async fn relay(mut job: Box<Job>, mut client: Client, model: &Model, c: &Candida
         End::Cancelled => {
             job.rec.cancelled = true;
             job.rec.error = Some("client disconnected".into());
+        }
+        End::Shutdown => {
+            job.rec.error = Some(attempt::SHUTTING_DOWN.into());
+            job.rec.status = 503;
+            writer.error(
+                503,
+                attempt::SHUTTING_DOWN,
+                "service_unavailable",
+                &mut tail,
+            );
         }
     }
     // Recorded before the last bytes leave, so `GET /generation` right after the stream finds it.

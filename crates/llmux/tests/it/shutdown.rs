@@ -224,3 +224,63 @@ async fn idle_connections_do_not_hold_up_sigterm() {
     );
     drop(silent);
 }
+
+/// A stream still open when the shutdown's grace period ends is ended with an error event,
+/// and recorded and billed for what it produced before the process exits (not dropped with
+/// its thread).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_still_open_after_the_grace_period_is_ended_and_billed() {
+    let sim = sim().await;
+    // 200 tokens at 20 per second: ten seconds, far beyond the grace period.
+    let rest = simco(&sim, "ok+tps=20+tokens=200");
+    let mut gw = Gateway::start("shutdown_grace_ms = 300", &rest).await;
+    let key = gw.create_key("t", Some("100"));
+    let mut r = gw
+        .post(
+            "/api/v1/chat/completions",
+            &key.key,
+            &json!({"model": "deepseek/deepseek-v3.2", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let mut seen = String::new();
+    while seen.matches("\"content\":\"").count() < 4 {
+        let chunk = r.chunk().await.unwrap().expect("the stream goes on");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+
+    let started = std::time::Instant::now();
+    let status = tokio::task::block_in_place(|| gw.terminate());
+    let took = started.elapsed();
+    assert!(status.success(), "clean exit: {status:?}\n{}", gw.log());
+    assert!(
+        took < std::time::Duration::from_secs(4),
+        "the stop took {took:?}"
+    );
+    while let Ok(Some(chunk)) = r.chunk().await {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        sse_data(&seen)
+            .iter()
+            .any(|d| d.contains("llmux is shutting down")),
+        "the stream ends with an error event: {seen}"
+    );
+
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(&gw.db_url()).await.unwrap();
+    let recorded = sqlx::query_as::<_, (i64, i64, i64, i64)>(
+        "SELECT status, cancelled, tokens_completion, cost FROM generations",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    db.close().await;
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let (status, cancelled, completion, cost) = recorded[0];
+    assert_eq!((status, cancelled), (503, 0));
+    assert!(
+        (3..200).contains(&completion) && cost > 0,
+        "billed for what was produced: {completion} tokens, {cost}"
+    );
+}
