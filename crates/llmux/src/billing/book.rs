@@ -287,9 +287,7 @@ async fn settle_shared(cluster: Arc<Cluster>, keys: HoldKeys, settlement: Settle
         {
             Ok(()) => return,
             Err(e) => {
-                may_have_run |= e.downcast_ref::<redis::RedisError>().is_some_and(|e| {
-                    e.is_timeout() || (e.is_connection_dropped() && !e.is_connection_refusal())
-                });
+                may_have_run |= crate::cluster::may_have_run(&e);
                 tracing::warn!(
                     "settling a reservation in Redis failed, retrying in {delay:?}: {e:#}"
                 );
@@ -693,11 +691,9 @@ impl Billing {
             let answer = match cluster.reserve(&ask, &keys).await {
                 Ok(answer) => answer,
                 Err(e) => {
-                    // Asked but not answered in time: Redis may have taken the hold all the
-                    // same. Give back whatever it took (a hold it never took is left alone).
-                    if e.downcast_ref::<redis::RedisError>()
-                        .is_some_and(redis::RedisError::is_timeout)
-                    {
+                    // Asked but not answered: Redis may have taken the hold all the same.
+                    // Give back whatever it took (a hold it never took is left alone).
+                    if crate::cluster::may_have_run(&e) {
                         let release = Settlement::release(credits, limit_amount);
                         tokio::spawn(settle_shared(cluster.clone(), keys, release));
                     }

@@ -40,6 +40,14 @@ pub struct Cluster {
     node: String,
 }
 
+/// Whether Redis may have run a command that failed: it was sent, and no answer came (timed
+/// out, or the connection dropped), rather than refused before it could be sent.
+pub fn may_have_run(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<redis::RedisError>().is_some_and(|e| {
+        e.is_timeout() || (e.is_connection_dropped() && !e.is_connection_refusal())
+    })
+}
+
 impl Cluster {
     /// Connect (waiting at most a few seconds: a node does not start without its Redis) as
     /// `node`, a name unique to this process.

@@ -138,6 +138,8 @@ struct SlowRelay {
     port: u16,
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
     accept: tokio::task::JoinHandle<()>,
+    /// The tasks relaying each connection's two directions.
+    relays: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl SlowRelay {
@@ -147,6 +149,8 @@ impl SlowRelay {
         let port = listener.local_addr().unwrap().port();
         let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let delay = delay_ms.clone();
+        let relays = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tasks = relays.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(redis) = tokio::net::TcpStream::connect("127.0.0.1:6379").await else {
@@ -154,11 +158,11 @@ impl SlowRelay {
                 };
                 let (mut from_client, mut to_client) = client.into_split();
                 let (mut from_redis, mut to_redis) = redis.into_split();
-                tokio::spawn(async move {
+                let up = tokio::spawn(async move {
                     let _ = tokio::io::copy(&mut from_client, &mut to_redis).await;
                 });
                 let delay = delay.clone();
-                tokio::spawn(async move {
+                let down = tokio::spawn(async move {
                     let mut buf = vec![0u8; 64 * 1024];
                     while let Ok(n @ 1..) = from_redis.read(&mut buf).await {
                         let ms = delay.load(Ordering::Relaxed);
@@ -170,12 +174,22 @@ impl SlowRelay {
                         }
                     }
                 });
+                tasks.lock().unwrap().extend([up, down]);
             }
         });
         SlowRelay {
             port,
             delay_ms,
             accept,
+            relays,
+        }
+    }
+
+    /// Close every connection relayed so far (what Redis has received, it runs; answers not
+    /// yet passed on are lost). New connections are relayed as before.
+    fn cut(&self) {
+        for task in self.relays.lock().unwrap().drain(..) {
+            task.abort();
         }
     }
 
@@ -924,8 +938,8 @@ async fn a_dead_nodes_holds_are_given_back() {
 }
 
 /// Redis takes a hold whether or not its answer is awaited: a request that is gone by the time
-/// the answer comes (its client left, or the answer came after the node's 2 s response
-/// timeout) must not leave it held until the node stops.
+/// the answer comes (its client left, the answer came after the node's 2 s response timeout,
+/// or the connection dropped first) must not leave it held until the node stops.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hold_whose_request_is_gone_is_given_back() {
     let Some(redis) = TestRedis::machine_slowed().await else {
@@ -983,7 +997,23 @@ async fn a_hold_whose_request_is_gone_is_given_back() {
     let took = until_status(gw, &late.key, 200, Duration::from_secs(10)).await;
     eprintln!("after an answer too late: a request's worth free again after {took:?}");
 
-    for key in [leaver, late] {
+    // The connection drops after Redis took the hold, before its answer came.
+    let cut = account("cut").await;
+    relay.delay(Duration::from_millis(1500));
+    let request = echo_request();
+    let (r, ()) = tokio::join!(
+        gw.post("/api/v1/chat/completions", &cut.key, &request),
+        async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            relay.cut();
+            relay.delay(Duration::ZERO);
+        }
+    );
+    assert_eq!(r.status(), 503, "Redis's connection dropped");
+    let took = until_status(gw, &cut.key, 200, Duration::from_secs(10)).await;
+    eprintln!("after a connection dropped: a request's worth free again after {took:?}");
+
+    for key in [leaver, late, cut] {
         let k: Value = gw.get("/api/v1/key", &key.key).await.json().await.unwrap();
         assert_eq!(
             dec(k["data"]["account"]["balance"].as_str().unwrap()),
