@@ -267,39 +267,53 @@ impl Reservation {
                 limit_charged: limit_amount,
                 tokens,
             };
-            tokio::spawn(settle_shared(cluster, keys, settlement));
+            cluster
+                .settling
+                .clone()
+                .spawn(settle_shared(cluster, keys, settlement));
         }
         self.open = false;
     }
 }
 
-/// Settle (or release) a hold in the cluster, retrying for a while: until it is, the
-/// difference stays held (never given away), so a Redis outage errs on the safe side.
+/// Settle (or release) a hold in the cluster, retrying until Redis takes it: until then the
+/// difference stays held (never given away), so a Redis outage errs on the safe side. A
+/// settlement that charges something is never given up while the process lives (its hold
+/// would be given back whole once this node is gone, and the charge lost from the cluster's
+/// credits); a release is given up after ten attempts, as that giving back is all it does.
 async fn settle_shared(cluster: Arc<Cluster>, keys: HoldKeys, settlement: Settlement) {
+    let charges = settlement.charged != Money::ZERO
+        || settlement.limit_charged != Money::ZERO
+        || settlement.tokens > 0;
     let mut delay = Duration::from_millis(50);
     // Whether an attempt went unanswered after it was sent (timed out, or its connection
     // dropped): Redis may have run it, and the retry must not settle it twice.
     let mut may_have_run = false;
-    for _ in 0..10 {
-        match cluster
+    for attempt in 1u32.. {
+        let Err(e) = cluster
             .settle(&keys, &settlement, crate::clock::now_ms(), may_have_run)
             .await
-        {
-            Ok(()) => return,
-            Err(e) => {
-                may_have_run |= crate::cluster::may_have_run(&e);
-                tracing::warn!(
-                    "settling a reservation in Redis failed, retrying in {delay:?}: {e:#}"
-                );
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+        else {
+            if attempt > 1 {
+                tracing::info!("a reservation was settled in Redis at attempt {attempt}");
             }
+            return;
+        };
+        may_have_run |= crate::cluster::may_have_run(&e);
+        if !charges && attempt >= 10 {
+            tracing::error!(
+                "a reservation could not be released in Redis; it stays held until this node \
+                 stops (another node then gives it back)"
+            );
+            return;
         }
+        // The first failure, then about once a minute.
+        if attempt % 12 == 1 {
+            tracing::warn!("settling a reservation in Redis failed, retrying in {delay:?}: {e:#}");
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
-    tracing::error!(
-        "a reservation could not be settled in Redis; it stays held until this node stops \
-         (another node then gives it back)"
-    );
 }
 
 impl Drop for Reservation {
@@ -314,7 +328,8 @@ impl Drop for Reservation {
                 && let Ok(rt) = tokio::runtime::Handle::try_current()
             {
                 let release = Settlement::release(self.credits, self.limit_hold);
-                rt.spawn(settle_shared(cluster, keys, release));
+                let settling = cluster.settling.clone();
+                rt.spawn(settling.track_future(settle_shared(cluster, keys, release)));
             }
         }
     }
@@ -695,7 +710,8 @@ impl Billing {
                     // Give back whatever it took (a hold it never took is left alone).
                     if crate::cluster::may_have_run(&e) {
                         let release = Settlement::release(credits, limit_amount);
-                        tokio::spawn(settle_shared(cluster.clone(), keys, release));
+                        let settle = settle_shared(cluster.clone(), keys, release);
+                        cluster.settling.spawn(settle);
                     }
                     return Err(unavailable(e));
                 }

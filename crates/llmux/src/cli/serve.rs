@@ -33,6 +33,8 @@ pub struct ServeArgs {
 
 /// After a graceful shutdown's grace period (`server.shutdown_grace_ms`), how long ended streams may take to send their last event.
 const STREAMS_END_WITHIN: Duration = Duration::from_secs(2);
+/// How long a shutdown waits for settlements that Redis has not taken yet.
+const SETTLEMENTS_WITHIN: Duration = Duration::from_secs(5);
 
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -259,6 +261,21 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
             {
                 tracing::warn!("open requests did not end within {STREAMS_END_WITHIN:?}");
             }
+        }
+    }
+    if let Some(cluster) = &gw.cluster {
+        // Settlements still being sent (Redis slow or away): a hold left unsettled would be
+        // given back whole once this node is gone, and its charge lost from the cluster's
+        // credits.
+        cluster.settling.close();
+        if tokio::time::timeout(SETTLEMENTS_WITHIN, cluster.settling.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "settlements still not taken by Redis after {SETTLEMENTS_WITHIN:?}: their \
+                 holds will be given back whole"
+            );
         }
     }
     // Every record of an answered request is written before the process ends.

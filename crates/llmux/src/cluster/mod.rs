@@ -38,6 +38,9 @@ pub struct Cluster {
     prefix: String,
     /// This node (process): the name of its holds and heartbeat.
     node: String,
+    /// Settlements (and releases) of holds still being sent, so that a shutdown can wait for
+    /// them: a hold left unsettled is given back whole once this node is gone, its charge with it.
+    pub settling: tokio_util::task::TaskTracker,
 }
 
 /// Whether Redis may have run a command that failed: it was sent, and no answer came (timed
@@ -69,6 +72,7 @@ impl Cluster {
             conn,
             prefix: prefix.to_string(),
             node: node.to_string(),
+            settling: tokio_util::task::TaskTracker::new(),
         };
         cluster.beat().await?;
         Ok(cluster)

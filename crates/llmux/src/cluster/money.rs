@@ -18,6 +18,8 @@
 //!   release the holds of one whose `alive` key expired ([`Cluster::release_dead_nodes`]).
 //!   Settling a hold that is no longer there (released, or lost with Redis) charges the cost
 //!   only: the hold was never taken from the amount as it now stands.
+//! - `reaped:{node}`: the holds given back that way, for ten minutes, so that a node that was
+//!   only cut off, and settles them once it reaches Redis again, still has its charges counted.
 //! - `rpm:{key}`, `free:{key}`: sorted sets of request times (sliding minute); `tpm:{key}`:
 //!   tokens per second; `freeday:{key}:{day}`: free-model requests that day.
 //!
@@ -195,7 +197,7 @@ return {'held'}
 "#;
 
 const SETTLE: &str = r#"
--- KEYS: avail, spent, tpm, holds (this node's)
+-- KEYS: avail, spent, tpm, holds (this node's), reaped (this node's holds given back)
 -- ARGV: credits_held - charged ('' = no credits held), -charged,
 --       limit_charged - limit_held ('' = no limit held), limit_charged, tokens, second,
 --       tpm (0/1), member, retry (1: an earlier attempt went unanswered)
@@ -203,9 +205,10 @@ const SETTLE: &str = r#"
 -- from the amount as it now stands: only the charge is. Amounts that are gone are not
 -- recreated (they are rebuilt from the ledger when next needed).
 local held = redis.call('HDEL', KEYS[4], ARGV[8]) == 1
--- Unless an earlier attempt may have settled it: then it is taken as settled (charging it
--- again would count it twice; Redis restarting in between is the rarer case).
-if not held and ARGV[9] == '1' then return 0 end
+local reaped = not held and redis.call('HDEL', KEYS[5], ARGV[8]) == 1
+-- Neither held nor given back, and an earlier attempt may have settled it: it is taken as
+-- settled (charging it again would count it twice; Redis restarting in between is rarer).
+if not held and not reaped and ARGV[9] == '1' then return 0 end
 local function settle(key, back, charge)
   if back == '' or redis.call('EXISTS', key) == 0 then return end
   if held then
@@ -234,12 +237,15 @@ return 1
 "#;
 
 const RELEASE_DEAD: &str = r#"
--- KEYS: alive:{node}, holds:{node}, nodes. ARGV: node.
+-- KEYS: alive:{node}, holds:{node}, nodes, reaped:{node}. ARGV: node.
 -- A node whose heartbeat expired: give back every hold it had (each record is
--- "avail\tcredits\tspent\t-limit", '' where none), once.
+-- "avail\tcredits\tspent\t-limit", '' where none), once. Each is noted in `reaped` for ten
+-- minutes: the node may be alive after all (cut off from Redis), and still settle it.
 if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
-local records = redis.call('HVALS', KEYS[2])
-for _, r in ipairs(records) do
+local holds = redis.call('HGETALL', KEYS[2])
+for i = 1, #holds, 2 do
+  local r = holds[i + 1]
+  redis.call('HSET', KEYS[4], holds[i], '1')
   local f = {}
   for part in string.gmatch(r .. '\t', '([^\t]*)\t') do f[#f + 1] = part end
   if f[1] ~= '' and redis.call('EXISTS', f[1]) == 1 then
@@ -250,8 +256,9 @@ for _, r in ipairs(records) do
   end
 end
 redis.call('DEL', KEYS[2])
+if #holds > 0 then redis.call('PEXPIRE', KEYS[4], 600000) end
 redis.call('SREM', KEYS[3], ARGV[1])
-return #records
+return #holds / 2
 "#;
 
 const RECONCILE: &str = r#"
@@ -414,6 +421,7 @@ impl Cluster {
             .key(keys.spent.clone().unwrap_or_else(unused))
             .key(&keys.tpm)
             .key(self.key(&["holds", &self.node]))
+            .key(self.key(&["reaped", &self.node]))
             .arg(opt(keys
                 .avail
                 .as_ref()
@@ -448,6 +456,7 @@ impl Cluster {
                 .key(self.key(&["alive", node]))
                 .key(self.key(&["holds", node]))
                 .key(&nodes_key)
+                .key(self.key(&["reaped", node]))
                 .arg(node)
                 .invoke_async(&mut self.conn())
                 .await?;

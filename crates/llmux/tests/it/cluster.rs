@@ -140,6 +140,8 @@ struct SlowRelay {
     accept: tokio::task::JoinHandle<()>,
     /// The tasks relaying each connection's two directions.
     relays: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// False while Redis is to be unreachable: new connections are closed at once.
+    open: Arc<AtomicBool>,
 }
 
 impl SlowRelay {
@@ -151,8 +153,13 @@ impl SlowRelay {
         let delay = delay_ms.clone();
         let relays = Arc::new(std::sync::Mutex::new(Vec::new()));
         let tasks = relays.clone();
+        let open = Arc::new(AtomicBool::new(true));
+        let admit = open.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if !admit.load(Ordering::SeqCst) {
+                    continue;
+                }
                 let Ok(redis) = tokio::net::TcpStream::connect("127.0.0.1:6379").await else {
                     continue;
                 };
@@ -182,6 +189,16 @@ impl SlowRelay {
             delay_ms,
             accept,
             relays,
+            open,
+        }
+    }
+
+    /// Redis unreachable (`false`: every connection closed, new ones closed at once) or
+    /// reachable again.
+    fn reachable(&self, yes: bool) {
+        self.open.store(yes, Ordering::SeqCst);
+        if !yes {
+            self.cut();
         }
     }
 
@@ -1066,4 +1083,57 @@ async fn a_top_up_seen_while_redis_is_down_is_counted_once() {
         before + dec("2") - one_request_cost(),
         "the top-up once, and the request served after Redis came back"
     );
+}
+
+/// A settlement that cannot reach Redis for longer than its retries used to last (about
+/// 17 s) lands once Redis is back: what Redis counts as available then equals the ledger's
+/// balance. Meanwhile another node, which reaches Redis, takes the cut-off node for dead and
+/// gives its hold back whole; the settlement, when it lands, still charges the cost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_settlement_waits_out_a_long_redis_outage() {
+    let Some(redis) = TestRedis::machine_slowed().await else {
+        return;
+    };
+    // Five words at ten a second: a stream of half a second.
+    let Some(c) = cluster_on(redis, 1, "m+tps=10", "").await else {
+        return;
+    };
+    let relay = c.redis.relay();
+    let gw = &c.nodes[0];
+    let direct = format!(
+        "[cluster]\nredis = \"{MACHINE_REDIS}\"\nprefix = \"{}\"\n",
+        c.redis.prefix()
+    );
+    let _other = Gateway::start_on(&c.database, "", &rest(&c._sim, "m", &direct), &[]).await;
+    let key = gw.create_key("patient", Some("1"));
+    // A worst case of 50 tokens for an answer of 5: held, 45 tokens' worth more than charged.
+    let body = json!({"model": MODEL, "stream": true, "max_tokens": 50,
+                      "messages": [{"role": "user", "content": "echo: a b c d e"}]});
+    let mut r = gw.post("/api/v1/chat/completions", &key.key, &body).await;
+    assert_eq!(r.status(), 200);
+    r.chunk().await.unwrap().expect("the stream has begun");
+    // Redis goes away from the first node while its stream finishes, for 25 s.
+    relay.reachable(false);
+    let rest = String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned();
+    assert!(rest.contains("[DONE]"), "{rest}");
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    relay.reachable(true);
+
+    let shared = c.redis.observe().await;
+    let store = llmux::storage::Store::open(&c.database).await.unwrap();
+    let start = Instant::now();
+    loop {
+        let available = shared.available(&key.account).await.unwrap().unwrap();
+        let balance = store.balance(&key.account).await.unwrap();
+        if available == balance && balance < llmux::money::Money::parse_usd("1").unwrap() {
+            eprintln!("settled {:?} after Redis came back", start.elapsed());
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{available} available in Redis, {balance} in the ledger"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    store.close().await;
 }
