@@ -280,6 +280,8 @@ async fn open_keeping_alive(
     let opening = open(job, c);
     tokio::pin!(opening);
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+    let shutdown = job.gw.shutdown.clone().cancelled_owned();
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             r = tokio::time::timeout_at(deadline, &mut opening) => {
@@ -297,7 +299,7 @@ async fn open_keeping_alive(
                 }
             }
             _ = client.gone() => return None,
-            _ = job.gw.shutdown.cancelled() => return Some(Err(Failure::Shutdown)),
+            _ = &mut shutdown => return Some(Err(Failure::Shutdown)),
         }
     }
 }
@@ -334,6 +336,10 @@ async fn relay(mut job: Box<Job>, mut client: Client, model: &Model, c: &Candida
     let mut batch_bytes = 1024;
     let mut events = first;
     let mut end = End::Done;
+    // Made once: waiting on the token registers with it, which the loop would repeat at
+    // every event.
+    let shutdown = job.gw.shutdown.clone().cancelled_owned();
+    tokio::pin!(shutdown);
     loop {
         let mut upstream_error = None;
         if !events.is_empty() {
@@ -365,7 +371,7 @@ async fn relay(mut job: Box<Job>, mut client: Client, model: &Model, c: &Candida
         let next = tokio::select! {
             r = reader.next(e.provider.idle_timeout) => r,
             _ = client.gone() => { end = End::Cancelled; break; }
-            _ = job.gw.shutdown.cancelled() => { end = End::Shutdown; break; }
+            _ = &mut shutdown => { end = End::Shutdown; break; }
         };
         match next {
             Ok(Some(sse)) => match decoder
