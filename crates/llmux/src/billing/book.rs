@@ -267,10 +267,7 @@ impl Reservation {
                 limit_charged: limit_amount,
                 tokens,
             };
-            cluster
-                .settling
-                .clone()
-                .spawn(settle_shared(cluster, keys, settlement));
+            cluster.spawn_settlement(settle_shared(cluster.clone(), keys, settlement));
         }
         self.open = false;
     }
@@ -324,12 +321,9 @@ impl Drop for Reservation {
             drop(b);
             let mut l = self.usage.limit.lock();
             l.reserved = l.reserved.saturating_sub(self.limit_hold);
-            if let Some((cluster, keys)) = self.shared.take()
-                && let Ok(rt) = tokio::runtime::Handle::try_current()
-            {
+            if let Some((cluster, keys)) = self.shared.take() {
                 let release = Settlement::release(self.credits, self.limit_hold);
-                let settling = cluster.settling.clone();
-                rt.spawn(settling.track_future(settle_shared(cluster, keys, release)));
+                cluster.spawn_settlement(settle_shared(cluster.clone(), keys, release));
             }
         }
     }
@@ -710,8 +704,7 @@ impl Billing {
                     // Give back whatever it took (a hold it never took is left alone).
                     if crate::cluster::may_have_run(&e) {
                         let release = Settlement::release(credits, limit_amount);
-                        let settle = settle_shared(cluster.clone(), keys, release);
-                        cluster.settling.spawn(settle);
+                        cluster.spawn_settlement(settle_shared(cluster.clone(), keys, release));
                     }
                     return Err(unavailable(e));
                 }

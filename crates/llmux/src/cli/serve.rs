@@ -168,6 +168,7 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
     let listener = listen(config.listen)?;
     let addr = listener.local_addr()?;
     let routable = catalog.routable_models().count();
+    let config_threads = config.threads;
     let gw = Arc::new(Gateway {
         config,
         catalog,
@@ -179,7 +180,7 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
         cluster: cluster.clone(),
         rankings_cache: crate::rankings::cache::Cache::new(rankings_cache_ttl),
         requests: tokio_util::task::TaskTracker::new(),
-        shutdown: tokio_util::sync::CancellationToken::new(),
+        shutdown: crate::pipeline::Shutdown::new(config_threads),
     });
     if let Some(c) = &cluster {
         gw.billing.set_cluster(c.clone());
@@ -253,7 +254,7 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
         if tokio::time::timeout(grace, &mut finished).await.is_err() {
             tracing::warn!("open requests did not finish within {grace:?}; ending their streams");
             // Streams end at once, each recorded and billed for what it produced; whole answers
-            // still awaited are recorded as cancelled when their thread stops.
+            // still awaited are recorded as cancelled when their threads stop, below.
             gw.shutdown.cancel();
             if tokio::time::timeout(STREAMS_END_WITHIN, finished)
                 .await
@@ -263,7 +264,17 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
             }
         }
     }
-    if let Some(cluster) = &gw.cluster {
+    // The serving threads stop: what they still run is dropped (a whole answer's drop guard
+    // records it as cancelled; its hold is given back).
+    let cluster = gw.cluster.clone();
+    tokio::task::spawn_blocking(move || workers.stop()).await?;
+    // Every record of an answered request is written before the process ends.
+    gw.meter.flush().await;
+    gw.meter.finish_spool();
+    gw.meter.stop();
+    drop(gw);
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    if let Some(cluster) = cluster {
         // Settlements still being sent (Redis slow or away): a hold left unsettled would be
         // given back whole once this node is gone, and its charge lost from the cluster's
         // credits.
@@ -278,13 +289,6 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
             );
         }
     }
-    // Every record of an answered request is written before the process ends.
-    gw.meter.flush().await;
-    gw.meter.finish_spool();
-    gw.meter.stop();
-    drop(gw);
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
-    tokio::task::spawn_blocking(move || workers.stop()).await?;
     store.close().await;
     if let Some(d) = demo_providers {
         d.sim.abort();

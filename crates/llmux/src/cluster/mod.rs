@@ -41,6 +41,9 @@ pub struct Cluster {
     /// Settlements (and releases) of holds still being sent, so that a shutdown can wait for
     /// them: a hold left unsettled is given back whole once this node is gone, its charge with it.
     pub settling: tokio_util::task::TaskTracker,
+    /// The runtime they run on: the one the node started on, which outlives the serving
+    /// threads (a shutdown stops those first).
+    runtime: tokio::runtime::Handle,
 }
 
 /// Whether Redis may have run a command that failed: it was sent, and no answer came (timed
@@ -73,6 +76,7 @@ impl Cluster {
             prefix: prefix.to_string(),
             node: node.to_string(),
             settling: tokio_util::task::TaskTracker::new(),
+            runtime: tokio::runtime::Handle::current(),
         };
         cluster.beat().await?;
         Ok(cluster)
@@ -117,6 +121,12 @@ impl Cluster {
                 }
             }
         })
+    }
+
+    /// Run a settlement or release of a hold ([`Cluster::settling`]). Callable from any
+    /// thread, in a runtime or not (a reservation dropped anywhere).
+    pub fn spawn_settlement(&self, settle: impl Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(self.settling.track_future(settle));
     }
 
     pub(crate) fn conn(&self) -> ConnectionManager {

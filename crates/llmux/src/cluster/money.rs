@@ -18,8 +18,11 @@
 //!   release the holds of one whose `alive` key expired ([`Cluster::release_dead_nodes`]).
 //!   Settling a hold that is no longer there (released, or lost with Redis) charges the cost
 //!   only: the hold was never taken from the amount as it now stands.
-//! - `reaped:{node}`: the holds given back that way, for ten minutes, so that a node that was
-//!   only cut off, and settles them once it reaches Redis again, still has its charges counted.
+//! - `reaped:{node}`: the holds given back that way, for a day, so that a node that was only
+//!   cut off, and settles them once it reaches Redis again, still has its charges counted. A
+//!   settlement retried after an attempt that may have reached Redis, whose hold is in neither,
+//!   is taken as settled by that attempt (also when Redis lost everything in between: the
+//!   amount was then rebuilt from the ledger, where the charge usually is already).
 //! - `rpm:{key}`, `free:{key}`: sorted sets of request times (sliding minute); `tpm:{key}`:
 //!   tokens per second; `freeday:{key}:{day}`: free-model requests that day.
 //!
@@ -239,8 +242,8 @@ return 1
 const RELEASE_DEAD: &str = r#"
 -- KEYS: alive:{node}, holds:{node}, nodes, reaped:{node}. ARGV: node.
 -- A node whose heartbeat expired: give back every hold it had (each record is
--- "avail\tcredits\tspent\t-limit", '' where none), once. Each is noted in `reaped` for ten
--- minutes: the node may be alive after all (cut off from Redis), and still settle it.
+-- "avail\tcredits\tspent\t-limit", '' where none), once. Each is noted in `reaped` for a
+-- day: the node may be alive after all (cut off from Redis), and still settle it.
 if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
 local holds = redis.call('HGETALL', KEYS[2])
 for i = 1, #holds, 2 do
@@ -256,7 +259,7 @@ for i = 1, #holds, 2 do
   end
 end
 redis.call('DEL', KEYS[2])
-if #holds > 0 then redis.call('PEXPIRE', KEYS[4], 600000) end
+if #holds > 0 then redis.call('PEXPIRE', KEYS[4], 86400000) end
 redis.call('SREM', KEYS[3], ARGV[1])
 return #holds / 2
 "#;

@@ -60,7 +60,34 @@ pub struct Gateway {
     pub requests: tokio_util::task::TaskTracker,
     /// Cancelled when a shutdown's grace period is over: streams still open end then, billed
     /// for what they produced, rather than being dropped with their thread unrecorded.
-    pub shutdown: tokio_util::sync::CancellationToken,
+    pub shutdown: Shutdown,
+}
+
+/// The end of a shutdown's grace period, as one token per serving thread, all children of
+/// one: waiting on a token takes its lock at every poll, and a stream waits on its own
+/// thread's, which no other thread locks.
+pub struct Shutdown {
+    all: tokio_util::sync::CancellationToken,
+    by_thread: Vec<tokio_util::sync::CancellationToken>,
+}
+
+impl Shutdown {
+    /// For `threads` serving threads (and one token for any other thread).
+    pub fn new(threads: usize) -> Self {
+        let all = tokio_util::sync::CancellationToken::new();
+        let by_thread = (0..=threads).map(|_| all.child_token()).collect();
+        Shutdown { all, by_thread }
+    }
+
+    /// End the grace period: every stream still open ends.
+    pub fn cancel(&self) {
+        self.all.cancel();
+    }
+
+    /// This thread's token ([`crate::server::workers::current`]).
+    pub fn token(&self) -> &tokio_util::sync::CancellationToken {
+        &self.by_thread[crate::server::workers::current().min(self.by_thread.len() - 1)]
+    }
 }
 
 /// Facts about the HTTP request that end up in the record.

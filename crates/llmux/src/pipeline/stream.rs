@@ -280,7 +280,7 @@ async fn open_keeping_alive(
     let opening = open(job, c);
     tokio::pin!(opening);
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
-    let shutdown = job.gw.shutdown.clone().cancelled_owned();
+    let shutdown = job.gw.shutdown.token().cancelled();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -337,8 +337,9 @@ async fn relay(mut job: Box<Job>, mut client: Client, model: &Model, c: &Candida
     let mut events = first;
     let mut end = End::Done;
     // Made once: waiting on the token registers with it, which the loop would repeat at
-    // every event.
-    let shutdown = job.gw.shutdown.clone().cancelled_owned();
+    // every event. (Borrowed through its own handle on the gateway: `job` is changed below.)
+    let gw = job.gw.clone();
+    let shutdown = gw.shutdown.token().cancelled();
     tokio::pin!(shutdown);
     loop {
         let mut upstream_error = None;

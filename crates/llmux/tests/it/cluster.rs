@@ -57,6 +57,27 @@ impl TestRedis {
         Some(redis)
     }
 
+    /// Until `ok` holds of how many holds this cluster's nodes have in Redis (read directly,
+    /// not through a relay), for at most 5 s.
+    async fn until_holds(&self, ok: impl Fn(i64) -> bool) {
+        let mut conn = redis::Client::open(MACHINE_REDIS)
+            .and_then(|c| c.get_connection())
+            .unwrap();
+        let pattern = format!("{}:holds:*", self.prefix());
+        for _ in 0..500 {
+            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut conn).unwrap();
+            let mut n = 0;
+            for k in keys {
+                n += redis::cmd("HLEN").arg(k).query::<i64>(&mut conn).unwrap();
+            }
+            if ok(n) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the holds in Redis did not come to what was expected within 5 s");
+    }
+
     /// The relay of [`TestRedis::machine_slowed`].
     fn relay(&self) -> &SlowRelay {
         match self {
@@ -954,6 +975,25 @@ async fn a_dead_nodes_holds_are_given_back() {
     store.close().await;
 }
 
+/// Send a request with `key` once no hold is pending in Redis, and hand it back (still
+/// running) once Redis has taken its hold.
+async fn send_once_held(
+    redis: &TestRedis,
+    url: String,
+    key: String,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    redis.until_holds(|n| n == 0).await;
+    let request = tokio::spawn(
+        reqwest::Client::new()
+            .post(url)
+            .bearer_auth(key)
+            .json(&echo_request())
+            .send(),
+    );
+    redis.until_holds(|n| n > 0).await;
+    request
+}
+
 /// Redis takes a hold whether or not its answer is awaited: a request that is gone by the time
 /// the answer comes (its client left, the answer came after the node's 2 s response timeout,
 /// or the connection dropped first) must not leave it held until the node stops.
@@ -982,21 +1022,15 @@ async fn a_hold_whose_request_is_gone_is_given_back() {
         key
     };
 
+    // A request sent while Redis's answers are held back; resolves once Redis has taken its
+    // hold (the answer is then on its way, held).
+    let url = gw.url("/api/v1/chat/completions");
+    let send_held = |key: &str| send_once_held(&c.redis, url.clone(), key.to_string());
+
     // The client leaves while Redis's answer is on its way.
     let leaver = account("leaver").await;
     relay.delay(Duration::from_millis(1500));
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
-    let err = impatient
-        .post(gw.url("/api/v1/chat/completions"))
-        .bearer_auth(&leaver.key)
-        .json(&echo_request())
-        .send()
-        .await
-        .expect_err("Redis answers after 1.5 s");
-    assert!(err.is_timeout(), "{err}");
+    send_held(&leaver.key).await.abort();
     relay.delay(Duration::ZERO);
     let took = until_status(gw, &leaver.key, 200, Duration::from_secs(10)).await;
     eprintln!("after a client that left: a request's worth free again after {took:?}");
@@ -1017,15 +1051,10 @@ async fn a_hold_whose_request_is_gone_is_given_back() {
     // The connection drops after Redis took the hold, before its answer came.
     let cut = account("cut").await;
     relay.delay(Duration::from_millis(1500));
-    let request = echo_request();
-    let (r, ()) = tokio::join!(
-        gw.post("/api/v1/chat/completions", &cut.key, &request),
-        async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            relay.cut();
-            relay.delay(Duration::ZERO);
-        }
-    );
+    let request = send_held(&cut.key).await;
+    relay.cut();
+    relay.delay(Duration::ZERO);
+    let r = request.await.unwrap().unwrap();
     assert_eq!(r.status(), 503, "Redis's connection dropped");
     let took = until_status(gw, &cut.key, 200, Duration::from_secs(10)).await;
     eprintln!("after a connection dropped: a request's worth free again after {took:?}");
