@@ -369,7 +369,10 @@ async fn relay(mut job: Box<Job>, mut client: Client, model: &Model, c: &Candida
         if done {
             break;
         }
+        // In this order: an event already there is taken without polling the others (a
+        // client gone is also seen by the next send).
         let next = tokio::select! {
+            biased;
             r = reader.next(e.provider.idle_timeout) => r,
             _ = client.gone() => { end = End::Cancelled; break; }
             _ = &mut shutdown => { end = End::Shutdown; break; }
