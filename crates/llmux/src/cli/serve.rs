@@ -31,7 +31,8 @@ pub struct ServeArgs {
     pub demo_rps: f64,
 }
 
-/// After a graceful shutdown's grace period (`server.shutdown_grace_ms`), how long ended streams may take to send their last event.
+/// After a graceful shutdown's grace period (`server.shutdown_grace_ms`), how long the streams
+/// ended then may take to send their last event.
 const STREAMS_END_WITHIN: Duration = Duration::from_secs(2);
 /// How long a shutdown waits for settlements that Redis has not taken yet.
 const SETTLEMENTS_WITHIN: Duration = Duration::from_secs(5);

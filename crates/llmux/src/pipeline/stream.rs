@@ -370,7 +370,8 @@ async fn relay(mut job: Box<Job>, mut client: Client, model: &Model, c: &Candida
             break;
         }
         // In this order: an event already there is taken without polling the others (a
-        // client gone is also seen by the next send).
+        // client gone is also seen by the next send; a shutdown at the stream's next pause,
+        // and a model's stream pauses between tokens).
         let next = tokio::select! {
             biased;
             r = reader.next(e.provider.idle_timeout) => r,
