@@ -36,8 +36,6 @@ pub struct Account {
     pub id: String,
     prepaid: RwLock<bool>,
     book: Mutex<Book>,
-    /// Ledger entries up to this id are already in `book.balance`.
-    loaded_through_id: i64,
     byok: RwLock<Vec<Arc<ByokKey>>>,
     /// Whether this node compared the cluster's credits with the ledger since loading it.
     cluster_reconciled: std::sync::atomic::AtomicBool,
@@ -332,9 +330,31 @@ impl Drop for Reservation {
 struct SyncMarks {
     keys_since_ms: i64,
     byok_since_ms: i64,
+    /// Every ledger entry up to this id is behind the readings: counted, this node's own, or
+    /// given up on (an id not seen for [`GAP_WAIT`]).
     ledger_after_id: i64,
+    /// Entries above it already counted (by a reading, or by loading their account), kept
+    /// until the mark passes them.
+    counted_above: std::collections::BTreeSet<i64>,
+    /// Ids above it not seen yet, and since when: on PostgreSQL, taken by a transaction that
+    /// has not committed (its entry will be seen later) or that rolled back (never).
+    gaps: std::collections::BTreeMap<i64, Instant>,
     last_run: Option<Instant>,
 }
+
+/// What a ledger entry adds to its account's credited total.
+fn credit(e: &LedgerEntry) -> Money {
+    if e.kind != LedgerKind::Charge && e.amount > Money::ZERO {
+        e.amount
+    } else {
+        Money::ZERO
+    }
+}
+
+/// How long a ledger id not seen yet holds the readings' mark back before it is given up on
+/// (its transaction rolled back). A transaction writing generation records commits in well
+/// under a second.
+const GAP_WAIT: Duration = Duration::from_secs(10);
 
 pub struct Billing {
     store: Store,
@@ -375,6 +395,8 @@ impl Billing {
                 keys_since_ms: now,
                 byok_since_ms: now,
                 ledger_after_id,
+                counted_above: Default::default(),
+                gaps: Default::default(),
                 last_run: None,
             }),
             load_lock: tokio::sync::Mutex::new(()),
@@ -491,15 +513,33 @@ impl Billing {
         if let Some(a) = self.accounts.read().get(id) {
             return Ok(a.clone());
         }
+        // Loaded while no reading of the ledger runs (one running would pass entries of the
+        // account's before it is in the map), from every entry that can be read now: those
+        // above the readings' mark are noted as counted, so that no reading counts them
+        // again. An entry read later (committed later) is counted by the reading then.
+        let mut marks = self.marks.lock().await;
+        if let Some(a) = self.accounts.read().get(id) {
+            return Ok(a.clone());
+        }
+        let (mut balance, mut credited) = self
+            .store
+            .account_totals_through(id, marks.ledger_after_id)
+            .await?;
+        for e in self
+            .store
+            .account_entries_after(id, marks.ledger_after_id)
+            .await?
+        {
+            balance = balance.saturating_add(e.amount);
+            credited = credited.saturating_add(credit(&e));
+            marks.counted_above.insert(e.id);
+        }
+        // Read after the entries: a top-up among them has made the account prepaid here.
         let row = self
             .store
             .account(id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("account {id} does not exist"))?;
-        // The balance and the ledger mark it includes are read together; entries after the
-        // mark are applied by the sync task.
-        let (balance, through) = self.store.balance_with_mark(id).await?;
-        let (credited, _) = self.store.credit_totals(id).await?;
         let acct = Arc::new(Account {
             id: row.id.clone(),
             prepaid: RwLock::new(row.prepaid),
@@ -508,7 +548,6 @@ impl Billing {
                 reserved: Money::ZERO,
                 credited,
             }),
-            loaded_through_id: through,
             byok: RwLock::new(self.open_byok(id).await?),
             cluster_reconciled: std::sync::atomic::AtomicBool::new(false),
         });
@@ -879,12 +918,10 @@ impl Billing {
             true => self.store.account(&a.id).await?.map(|row| row.prepaid),
             false => None,
         };
-        if e.id > a.loaded_through_id {
+        {
             let mut b = a.book.lock();
             b.balance = b.balance.saturating_add(e.amount);
-            if e.kind != LedgerKind::Charge && e.amount > Money::ZERO {
-                b.credited = b.credited.saturating_add(e.amount);
-            }
+            b.credited = b.credited.saturating_add(credit(e));
         }
         if let Some(prepaid) = prepaid {
             *a.prepaid.write() = prepaid;
@@ -929,23 +966,34 @@ impl Billing {
         for a in accounts_to_reload {
             self.refresh_byok(&a).await?;
         }
-        // Read up to the current end, then start there next time: this node's own entries
-        // (most of them, under load) are neither sent nor scanned again.
+        // Read up to the current end. This node's own entries (most of them, under load) are
+        // not sent, only their ids, to see which ids are missing: on PostgreSQL an entry can
+        // commit after one with a higher id, so the mark stays below a missing id (for at
+        // most GAP_WAIT) and the entries above it already counted are remembered.
         let end = self.store.ledger_max_id().await?;
+        let seen: std::collections::HashSet<i64> = self
+            .store
+            .ledger_ids_between(marks.ledger_after_id, end)
+            .await?
+            .into_iter()
+            .collect();
         let mut credited_accounts = Vec::new();
+        let mut from = marks.ledger_after_id;
         loop {
             let entries = self
                 .store
-                .ledger_between(marks.ledger_after_id, end, 1000, &self.node)
+                .ledger_between(from, end, 1000, &self.node)
                 .await?;
             let n = entries.len();
             for e in entries {
-                if e.node != self.node {
-                    self.count_ledger_entry(&e).await?;
+                from = e.id;
+                if marks.counted_above.contains(&e.id) || e.node == self.node {
+                    continue;
                 }
+                self.count_ledger_entry(&e).await?;
                 // Counted: a sync cut short (an error, or a caller that stopped waiting)
-                // goes on after this entry next time instead of counting it again.
-                marks.ledger_after_id = e.id;
+                // skips it next time instead of counting it again.
+                marks.counted_above.insert(e.id);
                 if e.kind != LedgerKind::Charge && !credited_accounts.contains(&e.account_id) {
                     credited_accounts.push(e.account_id);
                 }
@@ -953,6 +1001,21 @@ impl Billing {
             if n < 1000 {
                 break;
             }
+        }
+        let now = Instant::now();
+        let mut after = marks.ledger_after_id;
+        for id in after + 1..=end {
+            let behind = seen.contains(&id)
+                || marks.counted_above.contains(&id)
+                || marks.gaps.entry(id).or_insert(now).elapsed().ge(&GAP_WAIT);
+            if behind && after == id - 1 {
+                after = id;
+            }
+        }
+        if after > marks.ledger_after_id {
+            marks.ledger_after_id = after;
+            marks.counted_above = marks.counted_above.split_off(&(after + 1));
+            marks.gaps = marks.gaps.split_off(&(after + 1));
         }
         if let Some(cluster) = self.cluster.get() {
             // Top-ups (from the CLI or any node) reach the cluster's credits. Every node does
@@ -967,7 +1030,6 @@ impl Billing {
         // Look back a little: a row written in the same millisecond as the last poll is not lost.
         marks.keys_since_ms = started - 1000;
         marks.byok_since_ms = started - 1000;
-        marks.ledger_after_id = marks.ledger_after_id.max(end);
         marks.last_run = Some(Instant::now());
         Ok(())
     }

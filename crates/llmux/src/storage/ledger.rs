@@ -177,22 +177,56 @@ impl Store {
 }
 
 impl Store {
-    /// The account's balance and the highest ledger id it includes, read together.
-    pub async fn balance_with_mark(&self, account_id: &str) -> anyhow::Result<(Money, i64)> {
-        let mut tx = self.pool().begin().await?;
-        let mark: i64 = sqlx::query("SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM ledger")
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-        let balance: i64 = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM ledger WHERE account_id = $1 AND id <= $2",
+    /// The account's balance, and what was credited to it (the positive entries other than
+    /// charges), from its ledger entries up to id `through`.
+    pub async fn account_totals_through(
+        &self,
+        account_id: &str,
+        through: i64,
+    ) -> anyhow::Result<(Money, Money)> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT), \
+                    CAST(COALESCE(SUM(CASE WHEN kind <> 'charge' AND amount > 0 THEN amount ELSE 0 END), 0) AS BIGINT) \
+             FROM ledger WHERE account_id = $1 AND id <= $2",
         )
         .bind(account_id)
-        .bind(mark)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
-        tx.commit().await?;
-        Ok((Money(balance), mark))
+        .bind(through)
+        .fetch_one(self.pool())
+        .await?;
+        Ok((Money(row.try_get(0)?), Money(row.try_get(1)?)))
+    }
+
+    /// An account's entries above id `after_id` (all that can be read now).
+    pub async fn account_entries_after(
+        &self,
+        account_id: &str,
+        after_id: i64,
+    ) -> anyhow::Result<Vec<LedgerEntry>> {
+        let sql = format!("SELECT {COLUMNS} FROM ledger WHERE account_id = $1 AND id > $2");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(account_id)
+            .bind(after_id)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// The ids of the entries above `after_id` and at most `through_id` that can be read now
+    /// (on PostgreSQL an id is taken when its row is written and seen when its transaction
+    /// commits, not always in order).
+    pub async fn ledger_ids_between(
+        &self,
+        after_id: i64,
+        through_id: i64,
+    ) -> anyhow::Result<Vec<i64>> {
+        let rows = sqlx::query("SELECT id FROM ledger WHERE id > $1 AND id <= $2")
+            .bind(after_id)
+            .bind(through_id)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0))
+            .collect::<Result<_, _>>()?)
     }
 }

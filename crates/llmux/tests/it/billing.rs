@@ -728,3 +728,82 @@ async fn byok_keys_are_used_charged_a_fee_and_never_shown() {
         502
     );
 }
+
+/// On PostgreSQL a ledger id is taken when its row is written and seen when its transaction
+/// commits, not always in order: a top-up committed after an entry with a higher id is still
+/// counted (the node's reading of the ledger waits at the id it has not seen).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_top_up_committed_after_a_later_entry_is_counted() {
+    let Some(server) = postgres_server() else {
+        return;
+    };
+    let database = create_postgres_database(&server).await;
+    let sim = sim().await;
+    let rest = format!(
+        "{}{}",
+        provider("simco", &format!("{}/v1", sim.base_url()), ""),
+        endpoint(MODEL, "simco", "m", "0", P, "")
+    );
+    let gw = Gateway::start_on(&database, "", &rest, &[]).await;
+    let (a, b) = (gw.create_key("a", Some("1")), gw.create_key("b", Some("1")));
+    for k in [&a, &b] {
+        let r = gw
+            .post("/api/v1/chat/completions", &k.key, &echo_request())
+            .await;
+        assert_eq!(r.status(), 200, "the account is loaded on the node");
+        let _ = r.bytes().await;
+    }
+    let balance = |key: String| {
+        let gw = &gw;
+        async move {
+            let k: Value = gw.get("/api/v1/key", &key).await.json().await.unwrap();
+            dec(k["data"]["account"]["balance"].as_str().unwrap())
+        }
+    };
+
+    // A top-up of a's is written in a transaction that stays open while one of b's (a higher
+    // id) commits, and the node reads the ledger meanwhile.
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(&database).await.unwrap();
+    let mut late = db.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO ledger (account_id, kind, amount, node, created_at, note) \
+         VALUES ($1, 'topup', $2, 'test', $3, 'committed late')",
+    )
+    .bind(&a.account)
+    .bind(2 * llmux::money::PICO_PER_USD)
+    .bind(llmux::clock::now_ms())
+    .execute(&mut *late)
+    .await
+    .unwrap();
+    let out = gw.cli(&["credits", "add", &b.account, "3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = std::time::Instant::now();
+    while balance(b.key.clone()).await != dec("4") - one_request_cost() {
+        assert!(start.elapsed() < Duration::from_secs(5), "b's top-up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    late.commit().await.unwrap();
+
+    let start = std::time::Instant::now();
+    loop {
+        let got = balance(a.key.clone()).await;
+        if got == dec("3") - one_request_cost() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "a's top-up, committed late, is not counted: {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(balance(b.key.clone()).await, dec("4") - one_request_cost());
+    db.close().await;
+    drop(gw);
+    drop_postgres_database(&database);
+}
