@@ -4,31 +4,41 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn embeddings_are_billed_per_input_token() {
+/// The simulator as provider `simco`, serving two embedding models at these prices (USD per
+/// million input tokens): `openai/text-embedding-3-small` as itself, and
+/// `mistralai/mistral-embed` as `mistral_upstream` (whose name says how the simulator behaves).
+async fn gateway(
+    small: &str,
+    mistral: &str,
+    mistral_upstream: &str,
+) -> (Gateway, llmux_sim::SimHandle) {
     let sim = sim().await;
-    let base = format!("{}/v1", sim.base_url());
     let rest = format!(
         "{}{}{}",
-        provider("simco", &base, ""),
+        provider("simco", &format!("{}/v1", sim.base_url()), ""),
         endpoint(
             "openai/text-embedding-3-small",
             "simco",
             "text-embedding-3-small",
-            "0.02",
+            small,
             "0",
             ""
         ),
         endpoint(
             "mistralai/mistral-embed",
             "simco",
-            "m+fail=503",
-            "0.1",
+            mistral_upstream,
+            mistral,
             "0",
             ""
         )
     );
-    let gw = Gateway::start("", &rest).await;
+    (Gateway::start("", &rest).await, sim)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embeddings_are_billed_per_input_token() {
+    let (gw, sim) = gateway("0.02", "0.1", "m+fail=503").await;
     let key = gw.create_key("emb", Some("1"));
     let r = gw
         .post(
@@ -125,29 +135,7 @@ async fn embeddings_are_billed_per_input_token() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_leaves_before_its_embeddings_is_recorded_and_billed_nothing() {
-    let sim = sim().await;
-    let base = format!("{}/v1", sim.base_url());
-    let rest = format!(
-        "{}{}{}",
-        provider("simco", &base, ""),
-        endpoint(
-            "openai/text-embedding-3-small",
-            "simco",
-            "text-embedding-3-small",
-            "1",
-            "0",
-            ""
-        ),
-        endpoint(
-            "mistralai/mistral-embed",
-            "simco",
-            "m+ttft=20000",
-            "1",
-            "0",
-            ""
-        )
-    );
-    let gw = Gateway::start("", &rest).await;
+    let (gw, _sim) = gateway("1", "1", "m+ttft=20000").await;
     // Credits for exactly one request's hold (18 bytes of input and 16 for the item, at
     // $1 per million tokens): a hold the cancelled request left behind refuses the next.
     let input = "one two three four";
@@ -165,23 +153,12 @@ async fn a_client_that_leaves_before_its_embeddings_is_recorded_and_billed_nothi
         .expect_err("no answer within 20 s");
     assert!(err.is_timeout(), "{err}");
 
-    sqlx::any::install_default_drivers();
-    let db = sqlx::AnyPool::connect(&gw.db_url()).await.unwrap();
-    let mut recorded = Vec::new();
-    for _ in 0..100 {
-        recorded = sqlx::query_as::<_, (i64, i64, i64, String)>(
+    let recorded: Vec<(i64, i64, i64, String)> = gw
+        .rows_once_written(
             "SELECT status, cancelled, cost, provider_responses FROM generations \
              WHERE requested_model = 'mistralai/mistral-embed'",
         )
-        .fetch_all(&db)
-        .await
-        .unwrap();
-        if !recorded.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    db.close().await;
+        .await;
     assert_eq!(recorded.len(), 1, "one record: {recorded:?}");
     let (status, cancelled, cost_units, attempts) = &recorded[0];
     assert_eq!(

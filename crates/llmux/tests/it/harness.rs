@@ -183,6 +183,26 @@ impl Gateway {
         }
     }
 
+    /// The rows `sql` selects from the gateway's database, once it selects any (records are
+    /// written a flush interval after their request); none after 10 s.
+    pub async fn rows_once_written<T>(&self, sql: &'static str) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+    {
+        sqlx::any::install_default_drivers();
+        let db = sqlx::AnyPool::connect(&self.db_url()).await.unwrap();
+        let mut rows = Vec::new();
+        for _ in 0..100 {
+            rows = sqlx::query_as::<_, T>(sql).fetch_all(&db).await.unwrap();
+            if !rows.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        db.close().await;
+        rows
+    }
+
     /// Set an environment variable for the next `restart` and for `cli`.
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.env.retain(|(k, _)| k != key);
