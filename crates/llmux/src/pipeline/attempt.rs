@@ -12,7 +12,9 @@ use super::Job;
 use crate::catalog::{Endpoint, Model};
 use crate::metering::{Charge, GenerationRecord, Meter, ProviderResponse};
 use crate::money::Money;
-use crate::providers::{Adapter, BuildContext, UpstreamError, UpstreamRequest, adapter_for};
+use crate::providers::{
+    Adapter, BuildContext, UpstreamError, UpstreamErrorKind, UpstreamRequest, adapter_for,
+};
 use crate::router::Candidate;
 use crate::router::health::Outcome;
 use crate::server::error::ApiError;
@@ -71,7 +73,7 @@ impl Answering for Job {
 pub(super) struct Unfinished<A: Answering> {
     pub job: Box<A>,
     /// The endpoint being called, and since when.
-    pub attempt: Option<(Arc<Endpoint>, Instant)>,
+    attempt: Option<(Arc<Endpoint>, Instant)>,
     recorded: bool,
 }
 
@@ -82,6 +84,27 @@ impl<A: Answering> Unfinished<A> {
             attempt: None,
             recorded: false,
         }
+    }
+
+    /// Call `e` (started then) within its provider's timeout, noted as the attempt under way
+    /// meanwhile, so that a client leaving during the call has it in the record.
+    pub async fn call<T>(
+        &mut self,
+        e: &Arc<Endpoint>,
+        started: Instant,
+        call: impl Future<Output = Result<T, UpstreamError>>,
+    ) -> Result<T, UpstreamError> {
+        self.attempt = Some((e.clone(), started));
+        let outcome = tokio::time::timeout(e.provider.timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(UpstreamError::new(
+                    UpstreamErrorKind::Timeout,
+                    format!("no answer within {}s", e.provider.timeout.as_secs()),
+                ))
+            });
+        self.attempt = None;
+        outcome
     }
 
     /// Queue the record: the request is finished, whatever happens to its future now.

@@ -43,16 +43,7 @@ pub(crate) async fn answer(job: Box<Job>) -> Head {
             };
             // Pinned where it is: moved into the timeout, its 1.8 KB were copied.
             tokio::pin!(call);
-            run.attempt = Some((e.clone(), started));
-            let outcome = tokio::time::timeout(e.provider.timeout, &mut call)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(UpstreamError::new(
-                        UpstreamErrorKind::Timeout,
-                        format!("no answer within {}s", e.provider.timeout.as_secs()),
-                    ))
-                });
-            run.attempt = None;
+            let outcome = run.call(e, started, &mut call).await;
             let job = &mut run.job;
             match outcome {
                 Ok(events) => {

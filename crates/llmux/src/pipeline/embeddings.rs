@@ -147,16 +147,7 @@ pub async fn execute(
             }
             Ok(v)
         };
-        run.attempt = Some((e.clone(), started));
-        let outcome = tokio::time::timeout(e.provider.timeout, call)
-            .await
-            .unwrap_or_else(|_| {
-                Err(UpstreamError::new(
-                    UpstreamErrorKind::Timeout,
-                    format!("no answer within {}s", e.provider.timeout.as_secs()),
-                ))
-            });
-        run.attempt = None;
+        let outcome = run.call(e, started, call).await;
         let rec = &mut run.job.rec;
         match outcome {
             Ok(mut v) => {
