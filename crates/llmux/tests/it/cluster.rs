@@ -20,21 +20,22 @@ use crate::harness::*;
 /// whose keys are deleted afterwards; or a `redis-server` of the test's own, for the tests
 /// that stop or restart it.
 enum TestRedis {
-    /// The machine's Redis, reached directly or through a [`SlowRelay`].
+    /// The machine's Redis, reached directly or through a [`TcpGate`].
     Machine {
         prefix: String,
-        relay: Option<SlowRelay>,
+        relay: Option<TcpGate>,
     },
     Own(RedisServer),
 }
 
 const MACHINE_REDIS: &str = "redis://127.0.0.1:6379";
+const MACHINE_REDIS_ADDR: &str = "127.0.0.1:6379";
 
 impl TestRedis {
     /// The machine's Redis, or None (the test says why it skips) when nothing listens there,
     /// unless `LLMUX_REQUIRE_SERVICES=1`, where that fails the test.
     fn machine() -> Option<TestRedis> {
-        if std::net::TcpStream::connect("127.0.0.1:6379").is_err() {
+        if std::net::TcpStream::connect(MACHINE_REDIS_ADDR).is_err() {
             assert!(
                 std::env::var("LLMUX_REQUIRE_SERVICES").as_deref() != Ok("1"),
                 "LLMUX_REQUIRE_SERVICES=1 but no Redis on 127.0.0.1:6379"
@@ -48,11 +49,11 @@ impl TestRedis {
         })
     }
 
-    /// The machine's Redis through a [`SlowRelay`].
+    /// The machine's Redis through a [`TcpGate`] (whose answers a test can hold back).
     async fn machine_slowed() -> Option<TestRedis> {
         let mut redis = TestRedis::machine()?;
         if let TestRedis::Machine { relay, .. } = &mut redis {
-            *relay = Some(SlowRelay::start().await);
+            *relay = Some(TcpGate::start(MACHINE_REDIS_ADDR.parse().unwrap()).await);
         }
         Some(redis)
     }
@@ -79,7 +80,7 @@ impl TestRedis {
     }
 
     /// The relay of [`TestRedis::machine_slowed`].
-    fn relay(&self) -> &SlowRelay {
+    fn relay(&self) -> &TcpGate {
         match self {
             TestRedis::Machine {
                 relay: Some(relay), ..
@@ -97,7 +98,7 @@ impl TestRedis {
             TestRedis::Machine { relay: None, .. } => MACHINE_REDIS.to_string(),
             TestRedis::Machine {
                 relay: Some(relay), ..
-            } => relay.url(),
+            } => format!("redis://127.0.0.1:{}", relay.port),
             TestRedis::Own(r) => r.url(),
         }
     }
@@ -150,100 +151,6 @@ impl Drop for TestRedis {
         if !keys.is_empty() {
             let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
         }
-    }
-}
-
-/// A TCP relay to the machine's Redis that holds Redis's answers back while a delay is set,
-/// so that a client can leave while its node waits on Redis.
-struct SlowRelay {
-    port: u16,
-    delay_ms: Arc<std::sync::atomic::AtomicU64>,
-    accept: tokio::task::JoinHandle<()>,
-    /// The tasks relaying each connection's two directions.
-    relays: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    /// False while Redis is to be unreachable: new connections are closed at once.
-    open: Arc<AtomicBool>,
-}
-
-impl SlowRelay {
-    async fn start() -> SlowRelay {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let delay = delay_ms.clone();
-        let relays = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let tasks = relays.clone();
-        let open = Arc::new(AtomicBool::new(true));
-        let admit = open.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                if !admit.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let Ok(redis) = tokio::net::TcpStream::connect("127.0.0.1:6379").await else {
-                    continue;
-                };
-                let (mut from_client, mut to_client) = client.into_split();
-                let (mut from_redis, mut to_redis) = redis.into_split();
-                let up = tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut from_client, &mut to_redis).await;
-                });
-                let delay = delay.clone();
-                let down = tokio::spawn(async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    while let Ok(n @ 1..) = from_redis.read(&mut buf).await {
-                        let ms = delay.load(Ordering::Relaxed);
-                        if ms > 0 {
-                            tokio::time::sleep(Duration::from_millis(ms)).await;
-                        }
-                        if to_client.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-                tasks.lock().unwrap().extend([up, down]);
-            }
-        });
-        SlowRelay {
-            port,
-            delay_ms,
-            accept,
-            relays,
-            open,
-        }
-    }
-
-    /// Redis unreachable (`false`: every connection closed, new ones closed at once) or
-    /// reachable again.
-    fn reachable(&self, yes: bool) {
-        self.open.store(yes, Ordering::SeqCst);
-        if !yes {
-            self.cut();
-        }
-    }
-
-    /// Close every connection relayed so far (what Redis has received, it runs; answers not
-    /// yet passed on are lost). New connections are relayed as before.
-    fn cut(&self) {
-        for task in self.relays.lock().unwrap().drain(..) {
-            task.abort();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Hold each of Redis's answers back this long from now on (zero: pass them at once).
-    fn delay(&self, d: Duration) {
-        self.delay_ms.store(d.as_millis() as u64, Ordering::Relaxed);
-    }
-}
-
-impl Drop for SlowRelay {
-    fn drop(&mut self) {
-        self.accept.abort();
     }
 }
 
@@ -1053,6 +960,7 @@ async fn a_hold_whose_request_is_gone_is_given_back() {
     relay.delay(Duration::from_millis(1500));
     let request = send_held(&cut.key).await;
     relay.cut();
+    relay.restore();
     relay.delay(Duration::ZERO);
     let r = request.await.unwrap().unwrap();
     assert_eq!(r.status(), 503, "Redis's connection dropped");
@@ -1142,11 +1050,11 @@ async fn a_settlement_waits_out_a_long_redis_outage() {
     assert_eq!(r.status(), 200);
     r.chunk().await.unwrap().expect("the stream has begun");
     // Redis goes away from the first node while its stream finishes, for 25 s.
-    relay.reachable(false);
+    relay.cut();
     let rest = String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned();
     assert!(rest.contains("[DONE]"), "{rest}");
     tokio::time::sleep(Duration::from_secs(25)).await;
-    relay.reachable(true);
+    relay.restore();
 
     let shared = c.redis.observe().await;
     let store = llmux::storage::Store::open(&c.database).await.unwrap();

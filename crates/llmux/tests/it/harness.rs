@@ -633,10 +633,12 @@ pub async fn replay(answers: Vec<(u16, &'static str, Vec<u8>)>) -> Replay {
 }
 
 /// A TCP proxy in front of a service that a test can cut (every connection dropped, new ones
-/// refused) and restore: the service "briefly unreachable" without stopping it.
+/// refused) and restore: the service "briefly unreachable" without stopping it. It can also
+/// hold the service's answers back for a while ([`TcpGate::delay`]).
 pub struct TcpGate {
     pub port: u16,
     open: Arc<std::sync::atomic::AtomicBool>,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
     connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -646,17 +648,40 @@ impl TcpGate {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (o, c) = (open.clone(), connections.clone());
+        let (o, d, c) = (open.clone(), delay_ms.clone(), connections.clone());
         let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 if !o.load(std::sync::atomic::Ordering::SeqCst) {
                     continue; // dropped: refused
                 }
+                let delay = d.clone();
                 let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = inbound.into_split();
+                    let (mut from_service, mut to_service) = outbound.into_split();
+                    let up = async {
+                        let _ = tokio::io::copy(&mut from_client, &mut to_service).await;
+                        let _ = to_service.shutdown().await;
+                    };
+                    let down = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = from_service.read(&mut buf).await {
+                            let ms = delay.load(std::sync::atomic::Ordering::Relaxed);
+                            if ms > 0 {
+                                tokio::time::sleep(Duration::from_millis(ms)).await;
+                            }
+                            if to_client.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to_client.shutdown().await;
+                    };
+                    tokio::join!(up, down);
                 });
                 let mut c = c.lock();
                 c.retain(|t| !t.is_finished());
@@ -666,9 +691,17 @@ impl TcpGate {
         TcpGate {
             port,
             open,
+            delay_ms,
             connections,
             accept,
         }
+    }
+
+    /// Hold each of the service's answers back this long from now on (zero: pass them at
+    /// once). What the service receives, it gets at once.
+    pub fn delay(&self, d: Duration) {
+        self.delay_ms
+            .store(d.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Drop every connection and refuse new ones.
