@@ -10,6 +10,7 @@
 #   CONNECTIONS=1 ROUNDS=5 DURATION=10 bench/ab.sh A B
 #   SCRIPT=bench/gateway/post-long.lua bench/ab.sh A B    # a 37 KB prompt
 #   STREAM=1 bench/ab.sh A B        # streamed answers, 64 tokens each
+#   PACE_MS=5 bench/ab.sh A B       # light load: a request every 5 ms (CPU per request when idle between)
 #
 # The upstream is nginx answering with a fixed OpenAI chat completion, as in bench/gateway.sh;
 # streams come from the simulated provider (`llmux sim`, the first binary's). Each binary
@@ -38,7 +39,7 @@ key=$(create_key "$1" ab "$work/llmux.toml")
 export WRK_KEY=$key
 url="http://127.0.0.1:$llmux_port/api/v1/chat/completions"
 # CPU ticks of a process, whole ("total T", exited threads included) and per live thread
-# with its minor page faults ("TID GROUP T FAULTS"): serving threads, the metering writer's
+# with its minor page faults and voluntary context switches ("TID GROUP T FAULTS SWITCHES"): serving threads, the metering writer's
 # (llmux-meter) and SQLite's (sqlx's, one per pooled connection), the rest.
 cpu_snapshot() {
     local t
@@ -46,23 +47,25 @@ cpu_snapshot() {
     for t in /proc/"$1"/task/*; do
         local comm; comm=$(cat "$t/comm" 2>/dev/null) || continue
         case "$comm" in llmux-serve*) comm=serving ;; llmux-meter|sqlx-sqlite*) comm=sqlite ;; *) comm=rest ;; esac
-        echo "${t##*/} $comm $(awk '{print $14 + $15, $10}' "$t/stat" 2>/dev/null || echo 0 0)"
+        echo "${t##*/} $comm $(awk '{print $14 + $15, $10}' "$t/stat" 2>/dev/null || echo 0 0)" \
+            "$(awk '/^voluntary_ctxt_switches/ {print $2}' "$t/status" 2>/dev/null || echo 0)"
     done
 }
 # Microseconds per request between two snapshots, "all serving sqlite rest", then the serving
-# threads' faults per thousand requests; a thread that exited in between counts under the rest.
+# threads' faults per thousand requests and context switches per hundred requests; a thread that exited in between counts under the rest.
 cpu_per_request() { # BEFORE AFTER REQUESTS
     awk -v n="$3" -v us="$((1000000 / $(getconf CLK_TCK)))" '
-        FNR == NR { before[$1] = ($1 == "total") ? $2 : $3; faults[$1] = $4; next }
+        FNR == NR { before[$1] = ($1 == "total") ? $2 : $3; faults[$1] = $4; switches[$1] = $5; next }
         $1 == "total" { total = $2 - before["total"]; next }
-        { d[$2] += $3 - before[$1]; if ($2 == "serving") f += $4 - faults[$1] }
+        { d[$2] += $3 - before[$1]; if ($2 == "serving") { f += $4 - faults[$1]; s += $5 - switches[$1] } }
         END { rest = total - d["serving"] - d["sqlite"]
-              printf "%d %d %d %d %d", total * us / n, d["serving"] * us / n, d["sqlite"] * us / n, rest * us / n, f * 1000 / n }
+              printf "%d %d %d %d %d %.2f", total * us / n, d["serving"] * us / n, d["sqlite"] * us / n, rest * us / n, f * 1000 / n, s / n }
     ' <(echo "$1") <(echo "$2")
 }
 
-printf '%-40s %6s %10s %12s %16s %26s %16s\n' binary conns p50 requests/s "CPU µs/request" \
-    "serving / writer+SQLite / rest" "faults/1000 req"
+load=$conns; [ -z "${PACE_MS:-}" ] || load="1/${PACE_MS}ms"
+printf '%-40s %6s %10s %12s %16s %26s %16s %13s\n' binary conns p50 requests/s "CPU µs/request" \
+    "serving / writer+SQLite / rest" "faults/1000 req" "switches/req"
 for _ in $(seq "$rounds"); do
     for b in "$@"; do
         LLMUX_LOG=warn "$b" serve --config "$work/llmux.toml" >/dev/null 2>>"$work/llmux.log" &
@@ -70,12 +73,16 @@ for _ in $(seq "$rounds"); do
         wait_for_ports $llmux_port >/dev/null || { echo "$b did not start"; cat "$work/llmux.log"; exit 1; }
         wrk -t1 -c"$conns" -d2s -s "$script" "$url" >/dev/null # warm-up
         before=$(cpu_snapshot "$pid")
-        out=$(wrk -t1 -c"$conns" -d"${duration}s" --latency -s "$script" "$url")
+        if [ -n "${PACE_MS:-}" ]; then
+            out=$(python3 bench/gateway/paced.py "$url" "$key" "$WRK_MODEL" "$PACE_MS" "$duration")
+        else
+            out=$(wrk -t1 -c"$conns" -d"${duration}s" --latency -s "$script" "$url")
+        fi
         after=$(cpu_snapshot "$pid")
         n=$(awk '/requests in/ {print $1}' <<<"$out")
-        read -r all serving sqlite rest faults <<<"$(cpu_per_request "$before" "$after" "$n")"
-        printf '%-40s %6s %10s %12s %16s %26s %16s\n' "$b" "$conns" "$(awk '/ 50%/ {print $2}' <<<"$out")" \
-            "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" "$all" "$serving / $sqlite / $rest" "$faults"
+        read -r all serving sqlite rest faults switches <<<"$(cpu_per_request "$before" "$after" "$n")"
+        printf '%-40s %6s %10s %12s %16s %26s %16s %13s\n' "$b" "$load" "$(awk '/ 50%/ {print $2}' <<<"$out")" \
+            "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" "$all" "$serving / $sqlite / $rest" "$faults" "$switches"
         kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
     done
 done

@@ -236,7 +236,12 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
     };
 
     let app = crate::server::router(gw.clone());
-    let mut workers = crate::server::workers::start(listener, app, gw.config.threads)?;
+    let mut workers = crate::server::workers::start(
+        listener,
+        app,
+        gw.config.threads,
+        gw.config.poll_before_sleep,
+    )?;
     shutdown_signal().await;
     if let Some(t) = &traffic {
         t.abort();

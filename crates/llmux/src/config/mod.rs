@@ -29,6 +29,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Serving threads ([`crate::server::workers`]).
     pub threads: usize,
+    /// How long an idle serving thread watches for events before sleeping.
+    pub poll_before_sleep: Duration,
     pub metering: MeteringSettings,
     pub billing: BillingSettings,
     pub router: RouterSettings,
@@ -175,6 +177,10 @@ impl Config {
                 Some(n) => bail!("server.threads must be between 1 and 1024, not {n}"),
                 None => std::thread::available_parallelism().map_or(1, |n| n.get()),
             },
+            poll_before_sleep: match s.poll_before_sleep_us.unwrap_or(200) {
+                us @ 0..=1000 => Duration::from_micros(us),
+                us => bail!("server.poll_before_sleep_us must be at most 1000, not {us}"),
+            },
             metering,
             billing,
             router: RouterSettings {
@@ -280,6 +286,19 @@ context_length = 131072
         assert_eq!(parse("[server]\nthreads = 3\n").unwrap().threads, 3);
         let err = parse("[server]\nthreads = 0\n").unwrap_err();
         assert!(err.to_string().contains("server.threads"), "{err}");
+    }
+
+    #[test]
+    fn the_watch_before_sleeping_defaults_to_200_us_and_is_bounded() {
+        let parse = |text: &str| Config::from_file(toml::from_str(text).unwrap(), None, None, None);
+        let watch = |text: &str| parse(text).unwrap().poll_before_sleep;
+        assert_eq!(watch(""), Duration::from_micros(200));
+        assert_eq!(
+            watch("[server]\npoll_before_sleep_us = 0\n"),
+            Duration::ZERO
+        );
+        let err = parse("[server]\npoll_before_sleep_us = 5000\n").unwrap_err();
+        assert!(err.to_string().contains("poll_before_sleep_us"), "{err}");
     }
 
     #[test]

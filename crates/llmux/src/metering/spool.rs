@@ -95,7 +95,7 @@ fn allocate(file: &File) -> std::io::Result<()> {
 
 #[allow(unsafe_code)]
 fn map(file: &File) -> std::io::Result<MmapMut> {
-    // SAFETY (the one `unsafe` of the crate): a mapped file must not be truncated or changed
+    // SAFETY (one of the crate's two `unsafe`s, with `server::poll_before_sleep`'s): a mapped file must not be truncated or changed
     // by anyone else while mapped. Segments are created here, appended to only through this
     // mapping, and the spool's lock file keeps other llmux processes out of the directory; a
     // segment is unmapped before it is cut to its records or deleted.

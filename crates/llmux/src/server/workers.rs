@@ -15,6 +15,7 @@
 
 use std::cell::Cell;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -28,6 +29,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
+
+use super::poll_before_sleep;
 
 thread_local! {
     static INDEX: Cell<usize> = const { Cell::new(0) };
@@ -99,8 +102,15 @@ async fn until_set(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
-/// Start `n` serving threads on `listener` (its connections get `TCP_NODELAY`).
-pub fn start(listener: std::net::TcpListener, app: Router, n: usize) -> io::Result<Workers> {
+/// Start `n` serving threads on `listener` (its connections get `TCP_NODELAY`); an idle
+/// thread watches for events for up to `poll_before_sleep` before it sleeps
+/// ([`super::poll_before_sleep`]).
+pub fn start(
+    listener: std::net::TcpListener,
+    app: Router,
+    n: usize,
+    poll_before_sleep: Duration,
+) -> io::Result<Workers> {
     listener.set_nonblocking(true)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (release, release_rx) = watch::channel(false);
@@ -129,6 +139,7 @@ pub fn start(listener: std::net::TcpListener, app: Router, n: usize) -> io::Resu
                 INDEX.with(|c| c.set(i));
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
+                    .on_thread_park(poll_before_sleep::before_park)
                     .build();
                 let runtime = match runtime {
                     Ok(r) => r,
@@ -145,6 +156,7 @@ pub fn start(listener: std::net::TcpListener, app: Router, n: usize) -> io::Resu
                             return;
                         }
                     };
+                    poll_before_sleep::enable(listener.as_raw_fd(), poll_before_sleep);
                     let _ = ready.send(Ok(()));
                     tokio::spawn(keep_a_timer_due());
                     let serving = async {
