@@ -1,15 +1,20 @@
 //! A serving thread with nothing to run watches its runtime's epoll instance for a short while
-//! before it sleeps in `epoll_wait`.
+//! (`server.poll_before_sleep_us`, default 200 µs) before it sleeps in `epoll_wait`.
 //!
 //! Why: at light load a request makes its serving thread sleep twice, once for the upstream's
-//! answer and once for the client's next request, and each sleep costs a context switch and,
-//! on a virtual machine whose virtual CPU halts when idle, a wake-up through the hypervisor.
-//! Both answers usually come within tens of microseconds. Watching for them (a `poll(2)` of
-//! the epoll instance, which reports ready events without taking them, between yields of the
-//! core to anything else runnable) lets the thread find them already there, as nginx's
-//! workers often do by chance. A thread whose watches keep ending empty (an idle gateway)
-//! watches exponentially less often, so idle CPU stays idle. Under load the thread never runs
-//! out of work, so it never gets here.
+//! answer and once for the client's next request. Each sleep costs a context switch, and on a
+//! virtual machine, whose virtual CPU halts when idle, a wake-up through the hypervisor (the
+//! guest kernel's `haltpoll` idle driver polls before halting for the same reason). With a near
+//! upstream both answers often come within a couple of hundred microseconds. Watching for them
+//! (a `poll(2)` of the epoll instance, which reports ready events without taking them, between
+//! yields of the core to anything else runnable) lets the thread find them already there, as
+//! nginx's workers often do by chance: at one connection, 1.9 context switches per request
+//! became 0.1-0.4, and the p50 went from about 360 to 240 µs (PERFORMANCE.md).
+//!
+//! The price is CPU while watching: up to about 40 µs more per request when requests come singly
+//! (one every 5 ms). A thread whose watches keep ending empty watches exponentially less often
+//! (at most one park in 64 when idle), and a busy thread always has a task to run, so it never
+//! gets here.
 //!
 //! The runtime does not expose its epoll instance: it is found as the one whose registered
 //! descriptors (`/proc/self/fdinfo`) include this thread's listening socket. Where it cannot
@@ -53,7 +58,10 @@ pub fn enable(listener_fd: i32, budget: Duration) {
                 skip: 0,
             }))
         }),
-        None => tracing::debug!("the runtime's epoll instance was not found; not watching"),
+        None => tracing::warn!(
+            "a serving thread's epoll instance was not found: it sleeps without watching first \
+             (server.poll_before_sleep_us has no effect)"
+        ),
     }
 }
 
