@@ -104,7 +104,7 @@ async fn until_set(mut rx: watch::Receiver<bool>) {
 
 /// Start `n` serving threads on `listener` (its connections get `TCP_NODELAY`); an idle
 /// thread watches for events for up to `poll_before_sleep` before it sleeps
-/// ([`super::poll_before_sleep`]).
+/// (`server::poll_before_sleep`).
 pub fn start(
     listener: std::net::TcpListener,
     app: Router,
