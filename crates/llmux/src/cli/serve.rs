@@ -260,7 +260,7 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
         if tokio::time::timeout(grace, &mut finished).await.is_err() {
             tracing::warn!("open requests did not finish within {grace:?}; ending their streams");
             // Streams end at once, each recorded and billed for what it produced; whole answers
-            // still awaited are recorded as cancelled when their threads stop, below.
+            // still awaited get a 503 and are recorded with it.
             gw.shutdown.cancel();
             if tokio::time::timeout(STREAMS_END_WITHIN, finished)
                 .await
@@ -270,8 +270,9 @@ pub async fn serve(config: Config, demo: bool, demo_rps: f64) -> anyhow::Result<
             }
         }
     }
-    // The serving threads stop: what they still run is dropped (a whole answer's drop guard
-    // records it as cancelled; its hold is given back).
+    // The serving threads stop: what they still run is dropped (a whole answer whose 503
+    // could not be written in time is recorded as cancelled by its drop guard; its hold is
+    // given back).
     let cluster = gw.cluster.clone();
     tokio::task::spawn_blocking(move || workers.stop()).await?;
     // Every record of an answered request is written before the process ends.

@@ -48,7 +48,8 @@ pub struct ServerSection {
     /// is billed, and the connection is closed.
     pub stream_send_timeout_ms: Option<u64>,
     /// On SIGTERM, how long open requests may take to finish (default 10000 ms). Streams still
-    /// open then are ended (the client gets an error event) and billed for what they produced.
+    /// open then are ended (the client gets an error event) and billed for what they produced;
+    /// requests still awaiting a whole answer get a 503.
     pub shutdown_grace_ms: Option<u64>,
     /// Threads serving requests, each running its connections start to finish (default: one
     /// per core).

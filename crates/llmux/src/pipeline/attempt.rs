@@ -52,6 +52,8 @@ pub(super) trait Answering {
     fn record_mut(&mut self) -> &mut GenerationRecord;
     fn meter(&self) -> &Meter;
     fn received(&self) -> Instant;
+    /// Cancelled when a shutdown's grace period ends (this serving thread's token).
+    fn shutdown(&self) -> &tokio_util::sync::CancellationToken;
 }
 
 impl Answering for Job {
@@ -63,6 +65,9 @@ impl Answering for Job {
     }
     fn received(&self) -> Instant {
         self.meta.received
+    }
+    fn shutdown(&self) -> &tokio_util::sync::CancellationToken {
+        self.gw.shutdown.token()
     }
 }
 
@@ -87,22 +92,32 @@ impl<A: Answering> Unfinished<A> {
     }
 
     /// Call `e` (started then) within its provider's timeout, noted as the attempt under way
-    /// meanwhile, so that a client leaving during the call has it in the record.
+    /// meanwhile, so that a client leaving during the call has it in the record. A shutdown's
+    /// grace period ending first ends the call with [`Failure::Shutdown`], so the client gets a
+    /// 503 and the request a record saying so, rather than being dropped with its thread.
     pub async fn call<T>(
         &mut self,
         e: &Arc<Endpoint>,
         started: Instant,
         call: impl Future<Output = Result<T, UpstreamError>>,
-    ) -> Result<T, UpstreamError> {
+    ) -> Result<T, Failure> {
         self.attempt = Some((e.clone(), started));
-        let outcome = tokio::time::timeout(e.provider.timeout, call)
-            .await
-            .unwrap_or_else(|_| {
-                Err(UpstreamError::new(
-                    UpstreamErrorKind::Timeout,
-                    format!("no answer within {}s", e.provider.timeout.as_secs()),
-                ))
-            });
+        let shutdown = self.job.shutdown();
+        let outcome = tokio::select! {
+            biased;
+            answer = tokio::time::timeout(e.provider.timeout, call) => answer
+                .unwrap_or_else(|_| {
+                    Err(UpstreamError::new(
+                        UpstreamErrorKind::Timeout,
+                        format!("no answer within {}s", e.provider.timeout.as_secs()),
+                    ))
+                })
+                .map_err(|error| Failure::Upstream {
+                    provider: e.provider.name.clone(),
+                    error,
+                }),
+            _ = shutdown.cancelled() => Err(Failure::Shutdown),
+        };
         self.attempt = None;
         outcome
     }

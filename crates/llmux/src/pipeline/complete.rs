@@ -93,11 +93,7 @@ pub(crate) async fn answer(job: Box<Job>) -> Head {
                     run.record();
                     return Head::Complete(body);
                 }
-                Err(error) => {
-                    let f = Failure::Upstream {
-                        provider: e.provider.name.clone(),
-                        error,
-                    };
+                Err(f) => {
                     attempt::note(&mut job.rec, e, started, Some(&f));
                     attempt::report(job, &route.model, e, Some(&f), None, None);
                     let retry = f.retryable();

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use llmux_protocol::canonical::Usage;
 use serde_json::Value;
 
-use super::attempt::{self, Answering, Failure, Unfinished};
+use super::attempt::{self, Answering, Unfinished};
 use super::{RequestMeta, base_record, new_generation_id, with_generation_id};
 use crate::billing::KeyContext;
 use crate::catalog::Api;
@@ -38,6 +38,9 @@ impl Answering for Embedding {
     }
     fn received(&self) -> Instant {
         self.received
+    }
+    fn shutdown(&self) -> &tokio_util::sync::CancellationToken {
+        self.gw.shutdown.token()
     }
 }
 
@@ -206,11 +209,7 @@ pub async fn execute(
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 return r;
             }
-            Err(error) => {
-                let f = Failure::Upstream {
-                    provider: e.provider.name.clone(),
-                    error,
-                };
+            Err(f) => {
                 attempt::note(rec, e, started, Some(&f));
                 let retry = f.retryable();
                 last = Some(f);

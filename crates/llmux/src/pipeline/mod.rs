@@ -59,7 +59,8 @@ pub struct Gateway {
     /// records: a stream whose client left is still metering after its connection closed.
     pub requests: tokio_util::task::TaskTracker,
     /// Cancelled when a shutdown's grace period is over: streams still open end then, billed
-    /// for what they produced, rather than being dropped with their thread unrecorded.
+    /// for what they produced, and whole answers still awaited get a 503, rather than being
+    /// dropped with their thread.
     pub shutdown: Shutdown,
 }
 

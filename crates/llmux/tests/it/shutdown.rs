@@ -284,3 +284,51 @@ async fn a_stream_still_open_after_the_grace_period_is_ended_and_billed() {
         "billed for what was produced: {completion} tokens, {cost}"
     );
 }
+
+/// A whole answer still awaited from its upstream when the grace period ends gets a 503 and a
+/// record saying so, with nothing billed (not a dropped connection and a record of a client
+/// that left).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_whole_answer_still_awaited_after_the_grace_period_gets_a_503() {
+    let sim = sim().await;
+    // The upstream answers in 20 s, far beyond the grace period.
+    let rest = simco(&sim, "ok+ttft=20000");
+    let mut gw = Gateway::start("shutdown_grace_ms = 300", &rest).await;
+    let key = gw.create_key("t", Some("100"));
+    let (url, client) = (gw.url("/api/v1/chat/completions"), reqwest::Client::new());
+    let answer = tokio::spawn(async move {
+        let r = client
+            .post(url)
+            .bearer_auth(&key.key)
+            .json(&json!({"model": "deepseek/deepseek-v3.2", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .expect("an answer, not a dropped connection");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    });
+    while sim.state.requests().is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    let status = tokio::task::block_in_place(|| gw.terminate());
+    assert!(status.success(), "clean exit: {status:?}\n{}", gw.log());
+    let (code, body) = answer.await.unwrap();
+    assert_eq!(code, 503, "{body}");
+    let err: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("llmux is shutting down")),
+        "{body}"
+    );
+
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(&gw.db_url()).await.unwrap();
+    let recorded =
+        sqlx::query_as::<_, (i64, i64, i64)>("SELECT status, cancelled, cost FROM generations")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    db.close().await;
+    assert_eq!(recorded, vec![(503, 0, 0)]);
+}
