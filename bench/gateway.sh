@@ -154,16 +154,16 @@ WRK_MODEL=deepseek/deepseek-v3.2 wrk -t1 -c8 -d2s -s bench/gateway/post.lua "htt
 # At one connection a path's p50 moves with the machine's phase more than the paths differ
 # (the direct path once measured 366 µs against 128 a minute later), so the three paths take
 # turns (TURNS, default 3) and each keeps its median turn; the turns' p50s are printed.
-declare -A turns
+declare -A turns url=(
+    [direct]="http://127.0.0.1:$static_port/v1/chat/completions"
+    [nginx]="http://127.0.0.1:$proxy_port/v1/chat/completions"
+    [llmux]="http://127.0.0.1:$llmux_port/api/v1/chat/completions"
+)
 for c in "${conns[@]}"; do
     n_turns=1; [ "$c" = 1 ] && n_turns="${TURNS:-3}"
     for _ in $(seq "$n_turns"); do
         for path in direct nginx llmux; do
-            case $path in
-                direct) run direct "http://127.0.0.1:$static_port/v1/chat/completions" "$c" ;;
-                nginx) run nginx "http://127.0.0.1:$proxy_port/v1/chat/completions" "$c" ;;
-                llmux) run llmux "http://127.0.0.1:$llmux_port/api/v1/chat/completions" "$c" ;;
-            esac
+            run "$path" "${url[$path]}" "$c"
             turns[$path,$c]+="$(us "${p50[$path,$c]}") ${p50[$path,$c]} ${p99[$path,$c]} ${rps[$path,$c]} ${cpu[$path,$c]}"$'\n'
         done
     done
