@@ -1,5 +1,6 @@
 //! Parse an OpenAI / OpenRouter chat-completions request into the canonical request.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
@@ -82,8 +83,8 @@ impl<'de> Deserialize<'de> for WireRequest {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WireRequest, A::Error> {
                 let mut r = WireRequest::default();
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.as_str() {
+                while let Some(Key(key)) = map.next_key::<Key>()? {
+                    match key.as_ref() {
                         "model" => r.model = map.next_value()?,
                         "models" => r.models = map.next_value()?,
                         "messages" => r.messages = map.next_value()?,
@@ -113,8 +114,8 @@ impl<'de> Deserialize<'de> for WireRequest {
                         "n" => r.n = map.next_value()?,
                         _ => {
                             let v: Value = map.next_value()?;
-                            if !GATEWAY_ONLY.contains(&key.as_str()) && !v.is_null() {
-                                r.extra.insert(key, v);
+                            if !GATEWAY_ONLY.contains(&key.as_ref()) && !v.is_null() {
+                                r.extra.insert(key.into_owned(), v);
                             }
                         }
                     }
@@ -123,6 +124,32 @@ impl<'de> Deserialize<'de> for WireRequest {
             }
         }
         d.deserialize_map(V)
+    }
+}
+
+/// A field's name, borrowed from the body when it holds no escapes: the known fields'
+/// names are only compared, so none of them costs an allocation.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -275,9 +302,32 @@ impl fmt::Display for MessageAt {
     }
 }
 
+/// A path with an index under another (`messages[0].content[2]`), written only when an
+/// error names it.
+struct Indexed<'a>(&'a dyn fmt::Display, &'static str, usize);
+
+impl fmt::Display for Indexed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}.{}[{}]", self.0, self.1, self.2)
+    }
+}
+
+/// Take a string field out of an object (moved, not copied).
+fn take_str(
+    obj: &mut Map<String, Value>,
+    key: &str,
+    at: &dyn fmt::Display,
+) -> Result<Option<String>, ProtocolError> {
+    match obj.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(invalid(format!("{at}.{key}: expected a string"))),
+    }
+}
+
 fn parse_message(v: Value, i: usize) -> Result<Message, ProtocolError> {
     let at = MessageAt(i);
-    let Value::Object(obj) = v else {
+    let Value::Object(mut obj) = v else {
         return Err(invalid(format!("{at}: expected an object")));
     };
     let role = match str_field(&obj, "role", &at)? {
@@ -294,8 +344,8 @@ fn parse_message(v: Value, i: usize) -> Result<Message, ProtocolError> {
         None => return Err(invalid(format!("{at}.role: required"))),
     };
     let mut msg = Message::new(role);
-    msg.name = str_field(&obj, "name", &at)?.map(str::to_string);
-    match obj.get("content") {
+    msg.name = take_str(&mut obj, "name", &at)?;
+    match obj.remove("content") {
         None | Some(Value::Null) => {
             if role != Role::Assistant {
                 return Err(invalid(format!(
@@ -305,13 +355,14 @@ fn parse_message(v: Value, i: usize) -> Result<Message, ProtocolError> {
             }
         }
         Some(Value::String(s)) => {
-            msg.content.push(Part::text(s.clone()));
+            msg.content.push(Part::text(s));
             msg.content_is_text = true;
         }
         Some(Value::Array(parts)) => {
-            for (j, p) in parts.iter().enumerate() {
+            msg.content.reserve(parts.len());
+            for (j, p) in parts.into_iter().enumerate() {
                 msg.content
-                    .push(parse_part(p, &format!("{at}.content[{j}]"))?);
+                    .push(parse_part(p, &Indexed(&at, "content", j))?);
             }
         }
         Some(_) => {
@@ -362,7 +413,7 @@ fn parse_message(v: Value, i: usize) -> Result<Message, ProtocolError> {
 
 fn parse_cache_control(
     obj: &Map<String, Value>,
-    at: &str,
+    at: &dyn fmt::Display,
 ) -> Result<Option<CacheControl>, ProtocolError> {
     match obj.get("cache_control") {
         None | Some(Value::Null) => Ok(None),
@@ -373,17 +424,20 @@ fn parse_cache_control(
     }
 }
 
-fn parse_part(v: &Value, at: &str) -> Result<Part, ProtocolError> {
-    let Value::Object(obj) = v else {
+fn parse_part(v: Value, at: &dyn fmt::Display) -> Result<Part, ProtocolError> {
+    let Value::Object(mut obj) = v else {
         return Err(invalid(format!("{at}: expected an object")));
     };
+    let obj = &mut obj;
     match str_field(obj, "type", at)? {
-        Some("text") => Ok(Part::Text {
-            text: str_field(obj, "text", at)?
-                .ok_or_else(|| invalid(format!("{at}.text: required")))?
-                .to_string(),
-            cache_control: parse_cache_control(obj, at)?,
-        }),
+        Some("text") => {
+            let text = take_str(obj, "text", at)?
+                .ok_or_else(|| invalid(format!("{at}.text: required")))?;
+            Ok(Part::Text {
+                text,
+                cache_control: parse_cache_control(obj, at)?,
+            })
+        }
         Some("image_url") => {
             let (url, detail) = match obj.get("image_url") {
                 Some(Value::String(u)) => (u.as_str(), None),
@@ -402,7 +456,7 @@ fn parse_part(v: &Value, at: &str) -> Result<Part, ProtocolError> {
         }
         Some(_) => Ok(Part::Raw(RawItem {
             protocol: Protocol::OpenAi,
-            value: v.clone(),
+            value: Value::Object(std::mem::take(obj)),
         })),
         None => Err(invalid(format!("{at}.type: required"))),
     }
@@ -436,7 +490,7 @@ fn parse_tool_call(v: &Value, at: &str) -> Result<ToolCall, ProtocolError> {
 
 fn parse_tool(v: Value, i: usize) -> Result<Tool, ProtocolError> {
     let at = format!("tools[{i}]");
-    let Value::Object(obj) = v else {
+    let Value::Object(mut obj) = v else {
         return Err(invalid(format!("{at}: expected an object")));
     };
     match str_field(&obj, "type", &at)? {
@@ -447,15 +501,16 @@ fn parse_tool(v: Value, i: usize) -> Result<Tool, ProtocolError> {
             )));
         }
     }
-    let Some(Value::Object(f)) = obj.get("function") else {
+    // Taken out of the request, not copied: agents send dozens of tools with large schemas.
+    let Some(Value::Object(mut f)) = obj.remove("function") else {
         return Err(invalid(format!("{at}.function: required")));
     };
     let fat = format!("{at}.function");
     let name =
-        str_field(f, "name", &fat)?.ok_or_else(|| invalid(format!("{fat}.name: required")))?;
-    let parameters = match f.get("parameters") {
+        take_str(&mut f, "name", &fat)?.ok_or_else(|| invalid(format!("{fat}.name: required")))?;
+    let parameters = match f.remove("parameters") {
         None | Some(Value::Null) => None,
-        Some(p @ Value::Object(_)) => Some(p.clone()),
+        Some(p @ Value::Object(_)) => Some(p),
         Some(_) => {
             return Err(invalid(format!(
                 "{fat}.parameters: expected a JSON schema object"
@@ -468,8 +523,8 @@ fn parse_tool(v: Value, i: usize) -> Result<Tool, ProtocolError> {
         Some(_) => return Err(invalid(format!("{fat}.strict: expected a boolean"))),
     };
     Ok(Tool {
-        name: name.to_string(),
-        description: str_field(f, "description", &fat)?.map(str::to_string),
+        name,
+        description: take_str(&mut f, "description", &fat)?,
         parameters,
         strict,
         cache_control: parse_cache_control(&obj, &at)?,
@@ -544,7 +599,7 @@ mod tests {
               {"type":"image_url","image_url":{"url":"data:image/png;base64,AAA","detail":"low"}}]},
             {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},
             {"role":"tool","tool_call_id":"c1","content":"42"}],
-            "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],
+            "tools":[{"type":"function","function":{"name":"f","description":"d","parameters":{"type":"object"}}}],
             "tool_choice":"auto","stop":"x","max_tokens":5,"temperature":0.5,"stream":true,
             "reasoning":{"effort":"high"},"provider":{"order":["p"]},"logit_bias":{"1":2},"usage":{"include":true}}"#,
         )
@@ -559,7 +614,18 @@ mod tests {
                 ..
             }
         ));
+        assert!(
+            matches!(&r.messages[1].content[0], Part::Text { text, cache_control: Some(_) } if text == "hi")
+        );
         assert_eq!(r.messages[2].tool_calls[0].name, "f");
+        assert_eq!(
+            (r.tools[0].name.as_str(), r.tools[0].description.as_deref()),
+            ("f", Some("d"))
+        );
+        assert_eq!(
+            r.tools[0].parameters,
+            Some(serde_json::json!({"type": "object"}))
+        );
         assert_eq!(r.messages[3].tool_call_id.as_deref(), Some("c1"));
         assert_eq!(r.stop, vec!["x"]);
         assert_eq!(r.max_tokens, Some(5));
@@ -588,5 +654,25 @@ mod tests {
         );
         assert!(err(r#"{"model":5,"messages":[]}"#).contains("model"));
         assert!(err(r#"[1,2]"#).contains("request object"));
+        assert!(
+            err(r#"{"model":"a","messages":[{"role":"user","content":[{"type":"text","text":"x"},{"type":"text","text":7}]}]}"#)
+                .contains("messages[0].content[1].text")
+        );
+        assert!(
+            err(r#"{"model":"a","messages":[{"role":"user","content":"x"}],"tools":[{"function":{"name":"f","description":1}}]}"#)
+                .contains("tools[0].function.description")
+        );
+    }
+
+    #[test]
+    fn field_names_with_escapes_are_the_same_fields() {
+        // Names are borrowed from the body when they can be; one written with an escape is
+        // decoded, and means the same field.
+        let r = parse_request(
+            br#"{"mod\u0065l":"a/b","messages":[{"role":"user","content":"x"}],"logit\u005fbias":{"1":2}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.model, "a/b");
+        assert!(r.extra.contains_key("logit_bias"));
     }
 }
