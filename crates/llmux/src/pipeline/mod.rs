@@ -384,19 +384,18 @@ async fn run(
     }
     // route
     let conversation = router::sticky::conversation_key(&req, meta.session_id.as_deref());
-    let mut plan = match gw
-        .router
-        .plan(&gw.catalog, &req, &key.account.byok(), conversation)
-    {
+    // The decision's details are shown only to a client that asks (`X-OpenRouter-Metadata`):
+    // not made otherwise, nor kept for as long as the request lasts (600 bytes an open stream).
+    let plan = match gw.router.plan(
+        &gw.catalog,
+        &req,
+        &key.account.byok(),
+        conversation,
+        meta.want_metadata,
+    ) {
         Ok(p) => p,
         Err(e) => return error(e.into_api_error(), rec),
     };
-    if !meta.want_metadata {
-        // Shown only to a client that asks (`X-OpenRouter-Metadata`): not kept otherwise for
-        // as long as the request lasts (600 bytes an open stream).
-        plan.decision.endpoints = Vec::new();
-        plan.decision.filtered = Vec::new();
-    }
     if plan.variants.thinking && req.reasoning.is_none() {
         req.reasoning = Some(llmux_protocol::canonical::ReasoningConfig {
             enabled: Some(true),

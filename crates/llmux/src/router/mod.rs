@@ -161,12 +161,15 @@ impl Router {
     }
 
     /// Plan a request: its models, each model's eligible endpoints in order, as candidates.
+    /// `explain`: keep the decision's details (each endpoint as the router saw it, and those
+    /// filtered out), for a client that asks for them; otherwise they are not made at all.
     pub fn plan(
         &self,
         catalog: &Catalog,
         req: &ChatRequest,
         byok: &[Arc<ByokKey>],
         conversation: u64,
+        explain: bool,
     ) -> Result<RoutePlan, RouteError> {
         let prefs = Preferences::parse(req.provider.as_ref()).map_err(RouteError::BadRequest)?;
         let needs = filter::Needs::of(req);
@@ -206,11 +209,13 @@ impl Router {
                     None => eligible.push(e.clone()),
                     Some(reason) => {
                         reasons.push(format!("{}: {reason}", model.id));
-                        filtered.push(Filtered {
-                            model: model.id.clone(),
-                            provider: e.provider.slug.clone(),
-                            reason,
-                        });
+                        if explain {
+                            filtered.push(Filtered {
+                                model: model.id.clone(),
+                                provider: e.provider.slug.clone(),
+                                reason,
+                            });
+                        }
                     }
                 }
             }
@@ -228,6 +233,8 @@ impl Router {
                 None
             });
             let sticky = self.sticky.get(conversation, &model.id);
+            // `partition: none` sorts every model's endpoints together by what `info` says.
+            let global_sort = prefs.sort.is_some_and(|s| s.partition == Partition::None);
             let ordered = order::order(
                 &model.id,
                 eligible,
@@ -236,9 +243,10 @@ impl Router {
                 &self.health,
                 &mut self.rng.lock(),
                 sticky.as_deref(),
+                explain || global_sort,
             );
             strategy = ordered.strategy;
-            if prefs.sort.is_some_and(|s| s.partition == Partition::None) {
+            if global_sort {
                 for (e, i) in ordered.endpoints.into_iter().zip(ordered.info) {
                     global.push((model.clone(), e, i));
                 }
@@ -260,7 +268,9 @@ impl Router {
             };
             global.sort_by(|a, b| key(&a.2).total_cmp(&key(&b.2)));
             for (model, e, info) in global {
-                infos.push(info);
+                if explain {
+                    infos.push(info);
+                }
                 routes.push(ModelRoute {
                     candidates: with_byok(vec![e], byok),
                     model,

@@ -57,6 +57,7 @@ fn usd_per_million<S: serde::Serializer>(usd: &f64, s: S) -> Result<S::Ok, S::Er
 
 pub struct Ordered {
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// Each endpoint as the router saw it, in order; empty unless asked for.
     pub info: Vec<EndpointInfo>,
     pub strategy: &'static str,
 }
@@ -116,7 +117,8 @@ fn weighted(items: &mut Vec<Item>, rng: &mut StdRng) -> Vec<Item> {
     out
 }
 
-/// Order `eps` (all eligible) for one model.
+/// Order `eps` (all eligible) for one model; `with_info`: describe each endpoint too.
+#[allow(clippy::too_many_arguments)]
 pub fn order(
     model: &str,
     eps: Vec<Arc<Endpoint>>,
@@ -125,6 +127,7 @@ pub fn order(
     health: &Health,
     rng: &mut StdRng,
     sticky: Option<&str>,
+    with_info: bool,
 ) -> Ordered {
     let now = crate::clock::now_ms();
     let mut probe = Vec::new();
@@ -203,7 +206,8 @@ pub fn order(
     if !prefs.allow_fallbacks && prefs.order.is_empty() {
         ordered.truncate(1);
     }
-    let info = ordered
+    let described = if with_info { &ordered[..] } else { &[] };
+    let info = described
         .iter()
         .map(|i| EndpointInfo {
             model: model.to_string(),

@@ -434,6 +434,23 @@ async fn model_fallbacks_free_and_thinking_variants() {
             .starts_with("Let me think"),
         "{v}"
     );
+    // `partition: none` sorts every listed model's endpoints together: the cheaper second
+    // model's comes first, where by default the first model's endpoints are tried first.
+    let listed = |sort: Value| {
+        json!({"models": ["z-ai/glm-5", MODEL], "provider": {"sort": sort},
+               "messages": [{"role": "user", "content": "hi"}]})
+    };
+    for (sort, model) in [
+        (json!("price"), "z-ai/glm-5"),
+        (json!({"by": "price", "partition": "none"}), MODEL),
+    ] {
+        let (status, _, v) = served_by(&gw, k, &listed(sort.clone())).await;
+        assert_eq!(
+            (status, v["model"].as_str()),
+            (200, Some(model)),
+            "{sort}: {v}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
