@@ -71,6 +71,44 @@ pub fn take_field<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Where in a request a field is (`messages[0].content[2]`), written only when an error
+/// names it: formatting every element's path up front cost an allocation each.
+#[derive(Clone, Copy)]
+pub struct Path<'a> {
+    parent: Option<&'a dyn std::fmt::Display>,
+    field: &'static str,
+    index: usize,
+}
+
+impl<'a> Path<'a> {
+    /// `field[index]` at the top of the request.
+    pub fn root(field: &'static str, index: usize) -> Self {
+        Path {
+            parent: None,
+            field,
+            index,
+        }
+    }
+
+    /// `parent.field[index]`.
+    pub fn under(parent: &'a dyn std::fmt::Display, field: &'static str, index: usize) -> Self {
+        Path {
+            parent: Some(parent),
+            field,
+            index,
+        }
+    }
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        if let Some(p) = self.parent {
+            write!(f, "{p}.")?;
+        }
+        write!(f, "{}[{}]", self.field, self.index)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;

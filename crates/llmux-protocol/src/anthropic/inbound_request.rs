@@ -1,16 +1,31 @@
 //! Parse an Anthropic Messages request (as the Anthropic SDK and tools built on it send it)
 //! into the canonical request.
 
+use std::fmt::Display;
+
 use serde_json::{Map, Value};
 
 use super::REASONING_FORMAT;
 use super::blocks::{redacted_to_reasoning, tool_use_extra};
 use crate::ProtocolError;
 use crate::canonical::*;
-use crate::error::{parse_json, take_field};
+use crate::error::{Path, parse_json, take_field};
 
 fn invalid(msg: impl Into<String>) -> ProtocolError {
     ProtocolError::InvalidRequest(msg.into())
+}
+
+/// Take a required string out of a block (moved, not copied: system prompts, texts and tool
+/// results are most of a long request's bytes).
+fn take_text(
+    b: &mut Map<String, Value>,
+    key: &str,
+    at: &dyn Display,
+) -> Result<String, ProtocolError> {
+    match b.remove(key) {
+        Some(Value::String(s)) => Ok(s),
+        _ => Err(invalid(format!("{at}.{key}: required"))),
+    }
 }
 
 /// Fields that mean something to llmux itself (or nothing upstream) and are never forwarded.
@@ -182,16 +197,14 @@ fn parse_system(v: Value) -> Result<Vec<Message>, ProtocolError> {
         Value::String(s) => Ok(vec![Message::text(Role::System, s)]),
         Value::Array(blocks) => {
             let mut m = Message::new(Role::System);
+            m.content.reserve(blocks.len());
             for (i, b) in blocks.into_iter().enumerate() {
-                let Value::Object(b) = b else {
+                let Value::Object(mut b) = b else {
                     return Err(invalid(format!("system[{i}]: expected a text block")));
                 };
-                let text = b
-                    .get("text")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid(format!("system[{i}].text: required")))?;
+                let text = take_text(&mut b, "text", &Path::root("system", i))?;
                 m.content.push(Part::Text {
-                    text: text.to_string(),
+                    text,
                     cache_control: cache_control(&b),
                 });
             }
@@ -204,7 +217,7 @@ fn parse_system(v: Value) -> Result<Vec<Message>, ProtocolError> {
     }
 }
 
-fn parse_image(b: &Map<String, Value>, at: &str) -> Result<Part, ProtocolError> {
+fn parse_image(b: Map<String, Value>, at: &dyn Display) -> Result<Part, ProtocolError> {
     let src = b
         .get("source")
         .ok_or_else(|| invalid(format!("{at}.source: required")))?;
@@ -230,32 +243,28 @@ fn parse_image(b: &Map<String, Value>, at: &str) -> Result<Part, ProtocolError> 
         _ => {
             return Ok(Part::Raw(RawItem {
                 protocol: Protocol::Anthropic,
-                value: Value::Object(b.clone()),
+                value: Value::Object(b),
             }));
         }
     };
     Ok(Part::Image {
         source,
         detail: None,
-        cache_control: cache_control(b),
+        cache_control: cache_control(&b),
     })
 }
 
 /// Text and image blocks (and anything else, kept raw).
-fn parse_content_block(b: Value, at: &str) -> Result<Part, ProtocolError> {
-    let Value::Object(b) = b else {
+fn parse_content_block(b: Value, at: &dyn Display) -> Result<Part, ProtocolError> {
+    let Value::Object(mut b) = b else {
         return Err(invalid(format!("{at}: expected a content block object")));
     };
     match b.get("type").and_then(Value::as_str) {
         Some("text") => Ok(Part::Text {
-            text: b
-                .get("text")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid(format!("{at}.text: required")))?
-                .to_string(),
+            text: take_text(&mut b, "text", at)?,
             cache_control: cache_control(&b),
         }),
-        Some("image") => parse_image(&b, at),
+        Some("image") => parse_image(b, at),
         Some(_) => Ok(Part::Raw(RawItem {
             protocol: Protocol::Anthropic,
             value: Value::Object(b),
@@ -265,7 +274,7 @@ fn parse_content_block(b: Value, at: &str) -> Result<Part, ProtocolError> {
 }
 
 fn parse_message(v: Value, i: usize, out: &mut Vec<Message>) -> Result<(), ProtocolError> {
-    let at = format!("messages[{i}]");
+    let at = Path::root("messages", i);
     let Value::Object(mut o) = v else {
         return Err(invalid(format!("{at}: expected an object")));
     };
@@ -296,44 +305,44 @@ fn parse_message(v: Value, i: usize, out: &mut Vec<Message>) -> Result<(), Proto
     };
     let mut current = Message::new(role);
     for (j, b) in blocks.into_iter().enumerate() {
-        let bat = format!("{at}.content[{j}]");
-        let kind = b.get("type").and_then(Value::as_str).map(str::to_string);
-        match (role, kind.as_deref()) {
-            (Role::User, Some("tool_result")) => {
+        let bat = Path::under(&at, "content", j);
+        let kind = match b.get("type").and_then(Value::as_str) {
+            Some("tool_result") => Some(Kind::ToolResult),
+            Some("tool_use") => Some(Kind::ToolUse),
+            Some("thinking") => Some(Kind::Thinking),
+            Some("redacted_thinking") => Some(Kind::RedactedThinking),
+            _ => None,
+        };
+        match (role, kind) {
+            (Role::User, Some(Kind::ToolResult)) => {
                 // Each tool result becomes a tool message, in order.
                 if !current.content.is_empty() {
                     out.push(std::mem::replace(&mut current, Message::new(role)));
                 }
                 out.push(parse_tool_result(b, &bat)?);
             }
-            (Role::Assistant, Some("tool_use")) => {
+            (Role::Assistant, Some(Kind::ToolUse)) => {
                 let extra = tool_use_extra(&b);
-                let Value::Object(t) = b else {
+                let Value::Object(mut t) = b else {
                     unreachable!("has a type")
                 };
-                let id = t
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid(format!("{bat}.id: required")))?;
-                let name = t
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid(format!("{bat}.name: required")))?;
-                let input = t.get("input").cloned().unwrap_or(Value::Object(Map::new()));
+                let id = take_text(&mut t, "id", &bat)?;
+                let name = take_text(&mut t, "name", &bat)?;
+                let input = t.remove("input").unwrap_or(Value::Object(Map::new()));
                 current.tool_calls.push(ToolCall {
-                    id: id.to_string(),
-                    name: name.to_string(),
+                    id,
+                    name,
                     arguments: input.to_string(),
                     extra,
                 });
             }
-            (Role::Assistant, Some("thinking")) => {
+            (Role::Assistant, Some(Kind::Thinking)) => {
+                let mut b = b;
                 current.reasoning.push(ReasoningBlock::Text {
-                    text: b
-                        .get("thinking")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
+                    text: match b.get_mut("thinking") {
+                        Some(Value::String(s)) => std::mem::take(s),
+                        _ => String::new(),
+                    },
                     signature: b
                         .get("signature")
                         .and_then(Value::as_str)
@@ -342,7 +351,7 @@ fn parse_message(v: Value, i: usize, out: &mut Vec<Message>) -> Result<(), Proto
                     format: Some(REASONING_FORMAT.into()),
                 });
             }
-            (Role::Assistant, Some("redacted_thinking")) => {
+            (Role::Assistant, Some(Kind::RedactedThinking)) => {
                 let data = b
                     .get("data")
                     .and_then(Value::as_str)
@@ -361,8 +370,17 @@ fn parse_message(v: Value, i: usize, out: &mut Vec<Message>) -> Result<(), Proto
     Ok(())
 }
 
-fn parse_tool_result(b: Value, at: &str) -> Result<Message, ProtocolError> {
-    let Value::Object(b) = b else {
+/// The content blocks read for what they are rather than passed along as content.
+#[derive(Clone, Copy)]
+enum Kind {
+    ToolResult,
+    ToolUse,
+    Thinking,
+    RedactedThinking,
+}
+
+fn parse_tool_result(b: Value, at: &dyn Display) -> Result<Message, ProtocolError> {
+    let Value::Object(mut b) = b else {
         unreachable!("has a type")
     };
     let mut m = Message::new(Role::Tool);
@@ -373,18 +391,17 @@ fn parse_tool_result(b: Value, at: &str) -> Result<Message, ProtocolError> {
             .to_string(),
     );
     m.is_error = b.get("is_error").and_then(Value::as_bool).unwrap_or(false);
-    match b.get("content") {
+    match b.remove("content") {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => {
-            m.content.push(Part::text(s.clone()));
+            m.content.push(Part::text(s));
             m.content_is_text = true;
         }
         Some(Value::Array(parts)) => {
-            for (k, p) in parts.iter().enumerate() {
-                m.content.push(parse_content_block(
-                    p.clone(),
-                    &format!("{at}.content[{k}]"),
-                )?);
+            m.content.reserve(parts.len());
+            for (k, p) in parts.into_iter().enumerate() {
+                m.content
+                    .push(parse_content_block(p, &Path::under(at, "content", k))?);
             }
         }
         Some(_) => {
@@ -490,5 +507,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("messages[0].role"), "{e}");
+        // Paths down to the block, through a tool result's own content.
+        for (body, path) in [
+            (
+                r#"{"model":"a","system":[{"type":"text","text":"s"},{"type":"text"}],"messages":[{"role":"user","content":"x"}]}"#,
+                "system[1].text: required",
+            ),
+            (
+                r#"{"model":"a","messages":[{"role":"user","content":"x"},{"role":"assistant","content":[{"type":"text","text":"a"},{"type":"text","text":5}]}]}"#,
+                "messages[1].content[1].text: required",
+            ),
+            (
+                r#"{"model":"a","messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"a"},{"type":"text"}]}]}]}"#,
+                "messages[0].content[0].content[1].text: required",
+            ),
+            (
+                r#"{"model":"a","messages":[{"role":"user","content":"x"},{"role":"assistant","content":[{"type":"tool_use","name":"f","input":{}}]}]}"#,
+                "messages[1].content[0].id: required",
+            ),
+        ] {
+            let e = parse_request(body.as_bytes()).unwrap_err().to_string();
+            assert_eq!(e, path);
+        }
+    }
+
+    #[test]
+    fn long_texts_arrive_whole() {
+        // Texts are moved out of the parsed body: each reaches the request unchanged.
+        let long = "x".repeat(40_000);
+        let body = serde_json::json!({"model": "a", "system": [{"type": "text", "text": long}],
+            "messages": [{"role": "user", "content": "read it"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "read", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+                "content": [{"type": "text", "text": long}]}, {"type": "text", "text": "go"}]}]});
+        let r = parse_request(body.to_string().as_bytes()).unwrap();
+        let texts: Vec<&str> = r
+            .messages
+            .iter()
+            .flat_map(|m| &m.content)
+            .filter_map(|p| match p {
+                Part::Text { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(texts, [long.as_str(), "read it", long.as_str(), "go"]);
     }
 }

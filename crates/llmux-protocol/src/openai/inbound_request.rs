@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::reasoning_details;
 use crate::ProtocolError;
 use crate::canonical::*;
-use crate::error::parse_json;
+use crate::error::{Path, parse_json};
 
 /// Parse a request body. Errors name the offending field.
 pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ProtocolError> {
@@ -293,25 +293,6 @@ fn str_field<'a>(
     }
 }
 
-/// `messages[i]`, in an error's path: written only when there is an error to name it in.
-struct MessageAt(usize);
-
-impl fmt::Display for MessageAt {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "messages[{}]", self.0)
-    }
-}
-
-/// A path with an index under another (`messages[0].content[2]`), written only when an
-/// error names it.
-struct Indexed<'a>(&'a dyn fmt::Display, &'static str, usize);
-
-impl fmt::Display for Indexed<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}.{}[{}]", self.0, self.1, self.2)
-    }
-}
-
 /// Take a string field out of an object (moved, not copied).
 fn take_str(
     obj: &mut Map<String, Value>,
@@ -326,7 +307,7 @@ fn take_str(
 }
 
 fn parse_message(v: Value, i: usize) -> Result<Message, ProtocolError> {
-    let at = MessageAt(i);
+    let at = Path::root("messages", i);
     let Value::Object(mut obj) = v else {
         return Err(invalid(format!("{at}: expected an object")));
     };
@@ -362,7 +343,7 @@ fn parse_message(v: Value, i: usize) -> Result<Message, ProtocolError> {
             msg.content.reserve(parts.len());
             for (j, p) in parts.into_iter().enumerate() {
                 msg.content
-                    .push(parse_part(p, &Indexed(&at, "content", j))?);
+                    .push(parse_part(p, &Path::under(&at, "content", j))?);
             }
         }
         Some(_) => {
