@@ -9,6 +9,7 @@
 #   bench/ab.sh /tmp/llmux-before target/release/llmux
 #   CONNECTIONS=1 ROUNDS=5 DURATION=10 bench/ab.sh A B
 #   SCRIPT=bench/gateway/post-long.lua bench/ab.sh A B    # a 37 KB prompt
+#   SCRIPT=bench/gateway/post-anthropic-long.lua bench/ab.sh A B    # a 50 KB Anthropic request
 #   STREAM=1 bench/ab.sh A B        # streamed answers, 64 tokens each
 #   PACE_MS=5 bench/ab.sh A B       # light load: a request every 5 ms (CPU per request when idle between)
 #

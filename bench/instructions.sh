@@ -10,6 +10,7 @@
 #   bench/instructions.sh /tmp/llmux-before target/release/llmux
 #   DURATION=30 TOP=25 bench/instructions.sh A B
 #   SCRIPT=bench/gateway/post-long.lua bench/instructions.sh A B    # a 37 KB prompt
+#   SCRIPT=bench/gateway/post-anthropic-long.lua bench/instructions.sh A B    # a 50 KB Anthropic request
 #   STREAM=1 bench/instructions.sh A B      # streamed answers, 64 tokens each
 #
 # Prints, per binary: instructions per request, in all threads and in the serving threads
