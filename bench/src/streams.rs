@@ -249,8 +249,31 @@ async fn concurrent(a: &Args, via: &str, model: &str, label: &str) -> anyhow::Re
         rss_before as f64 / 1024.0,
         (t1 - t0) as f64 / ticks_per_sec / 5.0 * 100.0
     );
+    let failed = failed.load(Ordering::Relaxed);
+    if failed > 0
+        && let Some(limit) = open_files_limit(a.pid)
+    {
+        // What failures mean here: over HTTP/1.1 each stream holds two of llmux's
+        // descriptors (the client's connection and its own upstream connection).
+        println!(
+            "  ({failed} failed: llmux may hold {limit} open files, and {} streams over HTTP/1.1 need about {} descriptors)",
+            a.streams,
+            2 * a.streams
+        );
+    }
     for t in tasks {
         t.abort();
     }
     Ok(())
+}
+
+/// A process's limit on open files (the soft one, which it runs under).
+fn open_files_limit(pid: u32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
