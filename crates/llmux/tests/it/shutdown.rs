@@ -267,15 +267,9 @@ async fn a_stream_still_open_after_the_grace_period_is_ended_and_billed() {
         "the stream ends with an error event: {seen}"
     );
 
-    sqlx::any::install_default_drivers();
-    let db = sqlx::AnyPool::connect(&gw.db_url()).await.unwrap();
-    let recorded = sqlx::query_as::<_, (i64, i64, i64, i64)>(
-        "SELECT status, cancelled, tokens_completion, cost FROM generations",
-    )
-    .fetch_all(&db)
-    .await
-    .unwrap();
-    db.close().await;
+    let recorded: Vec<(i64, i64, i64, i64)> = gw
+        .rows_once_written("SELECT status, cancelled, tokens_completion, cost FROM generations")
+        .await;
     assert_eq!(recorded.len(), 1, "{recorded:?}");
     let (status, cancelled, completion, cost) = recorded[0];
     assert_eq!((status, cancelled), (503, 0));
@@ -322,13 +316,8 @@ async fn a_whole_answer_still_awaited_after_the_grace_period_gets_a_503() {
         "{body}"
     );
 
-    sqlx::any::install_default_drivers();
-    let db = sqlx::AnyPool::connect(&gw.db_url()).await.unwrap();
-    let recorded =
-        sqlx::query_as::<_, (i64, i64, i64)>("SELECT status, cancelled, cost FROM generations")
-            .fetch_all(&db)
-            .await
-            .unwrap();
-    db.close().await;
+    let recorded: Vec<(i64, i64, i64)> = gw
+        .rows_once_written("SELECT status, cancelled, cost FROM generations")
+        .await;
     assert_eq!(recorded, vec![(503, 0, 0)]);
 }
