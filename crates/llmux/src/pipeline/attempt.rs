@@ -8,9 +8,9 @@ use http::{HeaderValue, header};
 use llmux_protocol::canonical::{Finish, Usage};
 use serde_json::json;
 
-use super::Job;
+use super::{Gateway, Job};
 use crate::catalog::{Endpoint, Model};
-use crate::metering::{Charge, GenerationRecord, Meter, ProviderResponse};
+use crate::metering::{Charge, GenerationRecord, ProviderResponse};
 use crate::money::Money;
 use crate::providers::{
     Adapter, BuildContext, UpstreamError, UpstreamErrorKind, UpstreamRequest, adapter_for,
@@ -50,24 +50,21 @@ impl Failure {
 /// own state.
 pub(super) trait Answering {
     fn record_mut(&mut self) -> &mut GenerationRecord;
-    fn meter(&self) -> &Meter;
+    /// The gateway: its meter takes the record, its shutdown token (this serving thread's,
+    /// cancelled when a shutdown's grace period ends) ends the call.
+    fn gw(&self) -> &Gateway;
     fn received(&self) -> Instant;
-    /// Cancelled when a shutdown's grace period ends (this serving thread's token).
-    fn shutdown(&self) -> &tokio_util::sync::CancellationToken;
 }
 
 impl Answering for Job {
     fn record_mut(&mut self) -> &mut GenerationRecord {
         &mut self.rec
     }
-    fn meter(&self) -> &Meter {
-        &self.gw.meter
+    fn gw(&self) -> &Gateway {
+        &self.gw
     }
     fn received(&self) -> Instant {
         self.meta.received
-    }
-    fn shutdown(&self) -> &tokio_util::sync::CancellationToken {
-        self.gw.shutdown.token()
     }
 }
 
@@ -102,7 +99,7 @@ impl<A: Answering> Unfinished<A> {
         call: impl Future<Output = Result<T, UpstreamError>>,
     ) -> Result<T, Failure> {
         self.attempt = Some((e.clone(), started));
-        let shutdown = self.job.shutdown();
+        let shutdown = self.job.gw().shutdown.token();
         let outcome = tokio::select! {
             biased;
             answer = tokio::time::timeout(e.provider.timeout, call) => answer
@@ -126,7 +123,7 @@ impl<A: Answering> Unfinished<A> {
     pub fn record(&mut self) {
         self.recorded = true;
         let rec = std::mem::take(self.job.record_mut());
-        self.job.meter().record(rec);
+        self.job.gw().meter.record(rec);
     }
 
     /// Record the request as failed with the error its client gets.

@@ -14,7 +14,7 @@ use super::{RequestMeta, base_record, new_generation_id, with_generation_id};
 use crate::billing::KeyContext;
 use crate::catalog::Api;
 use crate::inbound::embeddings::EmbeddingsRequest;
-use crate::metering::{Charge, GenerationRecord, Meter, estimate};
+use crate::metering::{Charge, GenerationRecord, estimate};
 use crate::money::Money;
 use crate::pipeline::Gateway;
 use crate::providers::{
@@ -33,14 +33,11 @@ impl Answering for Embedding {
     fn record_mut(&mut self) -> &mut GenerationRecord {
         &mut self.rec
     }
-    fn meter(&self) -> &Meter {
-        &self.gw.meter
+    fn gw(&self) -> &Gateway {
+        &self.gw
     }
     fn received(&self) -> Instant {
         self.received
-    }
-    fn shutdown(&self) -> &tokio_util::sync::CancellationToken {
-        self.gw.shutdown.token()
     }
 }
 
