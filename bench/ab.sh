@@ -11,6 +11,7 @@
 #   SCRIPT=bench/gateway/post-long.lua bench/ab.sh A B    # a 37 KB prompt
 #   SCRIPT=bench/gateway/post-anthropic-long.lua bench/ab.sh A B    # a 50 KB Anthropic request
 #   STREAM=1 bench/ab.sh A B        # streamed answers, 64 tokens each
+#   STREAM=1 STREAM_TOKENS=1 bench/ab.sh A B       # streams of one token (their opening)
 #   PACE_MS=5 bench/ab.sh A B       # light load: a request every 5 ms (CPU per request when idle between)
 #
 # The upstream is nginx answering with a fixed OpenAI chat completion, as in bench/gateway.sh;

@@ -12,6 +12,7 @@
 #   SCRIPT=bench/gateway/post-long.lua bench/instructions.sh A B    # a 37 KB prompt
 #   SCRIPT=bench/gateway/post-anthropic-long.lua bench/instructions.sh A B    # a 50 KB Anthropic request
 #   STREAM=1 bench/instructions.sh A B      # streamed answers, 64 tokens each
+#   STREAM=1 STREAM_TOKENS=1 bench/instructions.sh A B     # a stream's opening: one token
 #
 # Prints, per binary: instructions per request, in all threads and in the serving threads
 # alone, then the heaviest of llmux's own functions on the serving threads, inclusive, per

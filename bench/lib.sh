@@ -116,12 +116,12 @@ pricing = { prompt = \"0.28\", completion = \"0.42\" }"
 
 # The upstream wrk's requests go to (sets `upstream_config`, exports WRK_MODEL): the static
 # one of static_llmux_config, or with STREAM=1 the simulated provider (started here on
-# SIM_PORT) answering in streams of 64 tokens (WRK_STREAM=1).
+# SIM_PORT) answering in streams of 64 tokens (STREAM_TOKENS to change; WRK_STREAM=1).
 choose_upstream() { # bin sim_port
     upstream_config=""
     export WRK_MODEL=openai/gpt-4o-mini
     if [ "${STREAM:-}" = 1 ]; then
-        start_sim_upstream "$1" "$2" 64
+        start_sim_upstream "$1" "$2" "${STREAM_TOKENS:-64}"
         upstream_config=$sim_config
         export WRK_MODEL=deepseek/deepseek-v3.2 WRK_STREAM=1
         wait_for_ports "$2"

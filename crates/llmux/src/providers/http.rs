@@ -18,6 +18,7 @@ use rustls_platform_verifier::ConfigVerifierExt;
 
 use super::{Adapter, UpstreamError, UpstreamErrorKind, UpstreamRequest};
 use crate::catalog::{Catalog, Provider};
+use crate::server::poll_before_sleep::AwaitingUpstream;
 
 /// Largest non-streamed upstream answer accepted.
 pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
@@ -31,6 +32,8 @@ pub struct UpstreamResponse {
     inner: http::Response<Incoming>,
     /// The request's place on a multiplexed connection, given back when the body is done.
     slot: Option<Slot>,
+    /// Until the body is done, the serving thread's idle moments are waits for it.
+    awaiting: AwaitingUpstream,
 }
 
 /// Requests in flight on one HTTP/2 connection before another is opened. Servers cap the
@@ -194,6 +197,7 @@ impl Upstream {
         let clients = self.shards[shard].get(&provider.slug).ok_or_else(|| {
             UpstreamError::new(UpstreamErrorKind::Connect, "provider has no client")
         })?;
+        let awaiting = AwaitingUpstream::begin();
         let (client, slot) = clients.pick();
         let mut request = http::Request::new(Full::new(req.body));
         *request.method_mut() = http::Method::POST;
@@ -205,7 +209,11 @@ impl Upstream {
                 format!("{} request failed: {}", provider.name, describe(&e)),
             )
         })?;
-        let resp = UpstreamResponse { inner: resp, slot };
+        let resp = UpstreamResponse {
+            inner: resp,
+            slot,
+            awaiting,
+        };
         let status = resp.inner.status();
         if status.is_success() {
             return Ok(resp);
@@ -239,7 +247,11 @@ async fn read_limited(
     max: usize,
     truncate: bool,
 ) -> Result<Bytes, UpstreamError> {
-    let UpstreamResponse { inner, slot: _slot } = resp;
+    let UpstreamResponse {
+        inner,
+        slot: _slot,
+        awaiting: _awaiting,
+    } = resp;
     let mut body = inner.into_body();
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
@@ -276,6 +288,7 @@ type ByteStream = BodyDataStream<Incoming>;
 pub struct SseReader {
     bytes: ByteStream,
     _slot: Option<Slot>,
+    _awaiting: AwaitingUpstream,
     decoder: SseDecoder,
     ready: std::collections::VecDeque<SseEvent>,
     scratch: Vec<SseEvent>,
@@ -287,6 +300,7 @@ impl SseReader {
         Self {
             bytes: resp.inner.into_body().into_data_stream(),
             _slot: resp.slot,
+            _awaiting: resp.awaiting,
             decoder: SseDecoder::default(),
             ready: Default::default(),
             scratch: Vec::new(),

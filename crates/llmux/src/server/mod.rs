@@ -3,7 +3,7 @@
 
 pub mod auth;
 pub mod error;
-mod poll_before_sleep;
+pub(crate) mod poll_before_sleep;
 pub(crate) mod routes;
 pub mod workers;
 

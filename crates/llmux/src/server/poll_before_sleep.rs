@@ -14,13 +14,18 @@
 //! The price is CPU while watching: up to about 40 µs more per request when requests come singly
 //! (one every 5 ms). A thread whose watches keep ending empty watches exponentially less often
 //! (at most one park in 64 when idle), and a busy thread always has a task to run, so it never
-//! gets here.
+//! gets here. Misses are counted apart for the two waits: parks while an upstream's answer is
+//! awaited on the thread ([`AwaitingUpstream`]) and parks with none. Counted together, a
+//! client pausing between requests (a miss each time) made the thread sleep through the
+//! upstream's answers too, which come within the budget from a near upstream.
 //!
 //! The runtime does not expose its epoll instance: it is found as the one whose registered
 //! descriptors (`/proc/self/fdinfo`) include this thread's listening socket. Where it cannot
 //! be found, or off Linux, the thread sleeps at once, as without this.
 
 use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// How a serving thread watches before it sleeps.
@@ -30,6 +35,15 @@ struct Watch {
     epoll: i32,
     /// Longest watch.
     budget: Duration,
+    /// Parks while an upstream's answer is awaited.
+    awaiting: Misses,
+    /// Parks with none: waiting for clients.
+    idle: Misses,
+}
+
+/// One kind of park's recent watches.
+#[derive(Clone, Copy, Default)]
+struct Misses {
     /// Watches in a row that ended with nothing ready.
     missed: u32,
     /// Parks to let pass without watching, after misses.
@@ -38,6 +52,28 @@ struct Watch {
 
 thread_local! {
     static WATCH: Cell<Option<Watch>> = const { Cell::new(None) };
+    /// Upstream exchanges open on this thread.
+    static AWAITING: Arc<AtomicU32> = Arc::default();
+}
+
+/// An upstream exchange open on the thread that began it, from sending the request until its
+/// answer is read or dropped: that thread's parks meanwhile are waits for the upstream. Sent
+/// along with the answer; dropped on another thread, it still counts down its own thread's.
+pub struct AwaitingUpstream(Arc<AtomicU32>);
+
+impl AwaitingUpstream {
+    pub fn begin() -> AwaitingUpstream {
+        AWAITING.with(|a| {
+            a.fetch_add(1, Ordering::Relaxed);
+            AwaitingUpstream(a.clone())
+        })
+    }
+}
+
+impl Drop for AwaitingUpstream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Most parks let pass between two watches that keep missing.
@@ -54,8 +90,8 @@ pub fn enable(listener_fd: i32, budget: Duration) {
             w.set(Some(Watch {
                 epoll,
                 budget,
-                missed: 0,
-                skip: 0,
+                awaiting: Misses::default(),
+                idle: Misses::default(),
             }))
         }),
         None => tracing::warn!(
@@ -70,21 +106,29 @@ pub fn enable(listener_fd: i32, budget: Duration) {
 pub fn before_park() {
     WATCH.with(|cell| {
         if let Some(w) = cell.get() {
-            cell.set(Some(w.park(watch)));
+            let awaiting = AWAITING.with(|a| a.load(Ordering::Relaxed) > 0);
+            cell.set(Some(w.park(awaiting, watch)));
         }
     });
 }
 
 impl Watch {
-    /// One park: watch (with `watch`) unless misses in a row say to let this one pass.
-    fn park(mut self, watch: impl FnOnce(i32, Duration) -> bool) -> Watch {
-        if self.skip > 0 {
-            self.skip -= 1;
-        } else if watch(self.epoll, self.budget) {
-            self.missed = 0;
+    /// One park, awaiting an upstream or not: watch (with `watch`) unless that kind's misses in
+    /// a row say to let this one pass.
+    fn park(mut self, awaiting: bool, watch: impl FnOnce(i32, Duration) -> bool) -> Watch {
+        let (epoll, budget) = (self.epoll, self.budget);
+        let m = if awaiting {
+            &mut self.awaiting
         } else {
-            self.missed = self.missed.saturating_add(1);
-            self.skip = (1u32 << self.missed.min(6)).min(MAX_SKIP);
+            &mut self.idle
+        };
+        if m.skip > 0 {
+            m.skip -= 1;
+        } else if watch(epoll, budget) {
+            m.missed = 0;
+        } else {
+            m.missed = m.missed.saturating_add(1);
+            m.skip = (1u32 << m.missed.min(6)).min(MAX_SKIP);
         }
         self
     }
@@ -160,18 +204,22 @@ mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
 
-    #[test]
-    fn misses_in_a_row_let_ever_more_parks_pass_and_a_hit_resets_them() {
-        let mut w = Watch {
+    fn new_watch() -> Watch {
+        Watch {
             epoll: 0,
             budget: Duration::from_micros(50),
-            missed: 0,
-            skip: 0,
-        };
+            awaiting: Misses::default(),
+            idle: Misses::default(),
+        }
+    }
+
+    #[test]
+    fn misses_in_a_row_let_ever_more_parks_pass_and_a_hit_resets_them() {
+        let mut w = new_watch();
         let mut watched = Vec::new();
         for _ in 0..300 {
             let mut did = false;
-            w = w.park(|_, _| {
+            w = w.park(false, |_, _| {
                 did = true;
                 false
             });
@@ -180,17 +228,57 @@ mod tests {
         let at: Vec<usize> = (0..watched.len()).filter(|&i| watched[i]).collect();
         // Watches at 0, then after 2, 4, 8, 16, 32, 64, 64... parks let pass.
         assert_eq!(&at[..8], &[0, 3, 8, 17, 34, 67, 132, 197]);
-        while w.skip > 0 {
-            w = w.park(|_, _| unreachable!("a park let pass does not watch"));
+        while w.idle.skip > 0 {
+            w = w.park(false, |_, _| unreachable!("a park let pass does not watch"));
         }
-        w = w.park(|_, _| true);
-        assert_eq!((w.missed, w.skip), (0, 0));
+        w = w.park(false, |_, _| true);
+        assert_eq!((w.idle.missed, w.idle.skip), (0, 0));
         let mut did = false;
-        w.park(|_, _| {
+        w.park(false, |_, _| {
             did = true;
             true
         });
         assert!(did, "after a hit the next park watches");
+    }
+
+    #[test]
+    fn a_client_pausing_between_requests_does_not_stop_the_watch_for_upstream_answers() {
+        // A request at a time, the client pausing longer than the budget before each: the
+        // park for the upstream's answer finds it, the park for the next request misses.
+        let mut w = new_watch();
+        let (mut awaited_watches, mut idle_watches) = (0, 0);
+        for _ in 0..100 {
+            w = w.park(true, |_, _| {
+                awaited_watches += 1;
+                true
+            });
+            w = w.park(false, |_, _| {
+                idle_watches += 1;
+                false
+            });
+        }
+        assert_eq!(awaited_watches, 100, "every upstream answer is watched for");
+        assert!(
+            idle_watches < 10,
+            "the pauses are watched ever less often: {idle_watches}"
+        );
+    }
+
+    #[test]
+    fn an_exchange_counts_on_the_thread_that_began_it_until_dropped_anywhere() {
+        let awaiting = || AWAITING.with(|a| a.load(Ordering::Relaxed));
+        assert_eq!(awaiting(), 0);
+        let first = AwaitingUpstream::begin();
+        let second = AwaitingUpstream::begin();
+        assert_eq!(awaiting(), 2);
+        drop(first);
+        assert_eq!(awaiting(), 1);
+        std::thread::spawn(move || drop(second)).join().unwrap();
+        assert_eq!(
+            awaiting(),
+            0,
+            "dropped on another thread, it counts down this one's"
+        );
     }
 
     #[test]
