@@ -414,11 +414,11 @@ impl Billing {
 
     /// Resolve a presented key. Served from memory after the first use of a key.
     pub async fn authenticate(&self, presented: &str) -> Result<Arc<KeyContext>, AuthError> {
-        let hash = keys::hash(presented);
-        let cached = self.keys.read().get(&hash).cloned();
+        let hash = keys::hash_hex(presented);
+        let cached = self.keys.read().get(hash.as_str()).cloned();
         let ctx = match cached {
             Some(c) => c,
-            None => self.load_key(&hash).await?,
+            None => self.load_key(hash.as_str()).await?,
         };
         let k = &ctx.key;
         if k.deleted_at.is_some() {

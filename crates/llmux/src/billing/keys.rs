@@ -14,7 +14,24 @@ pub fn generate() -> String {
 
 /// The stored identity of a key: SHA-256, hex.
 pub fn hash(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
+    hash_hex(key).as_str().to_owned()
+}
+
+/// [`hash`] without an allocation, for looking a presented key up (every request).
+pub fn hash_hex(key: &str) -> HexDigest {
+    let mut hex = [0u8; 64];
+    hex::encode_to_slice(Sha256::digest(key.as_bytes()), &mut hex)
+        .expect("64 hex digits for 32 bytes");
+    HexDigest(hex)
+}
+
+/// A SHA-256 digest in lowercase hex.
+pub struct HexDigest([u8; 64]);
+
+impl HexDigest {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
 }
 
 /// A recognizable but harmless rendering of a key: `sk-llmux-v1-3f2...9ab`.
@@ -43,6 +60,8 @@ mod tests {
         assert!(k.starts_with(KEY_PREFIX));
         assert_eq!(k.len(), KEY_PREFIX.len() + 64);
         assert_eq!(hash(&k).len(), 64);
+        assert_eq!(hash(&k), hex::encode(Sha256::digest(k.as_bytes())));
+        assert_eq!(hash_hex(&k).as_str(), hash(&k));
         assert_ne!(hash(&k), hash(&generate()));
         let l = label(&k);
         assert!(l.starts_with("sk-llmux-v1-") && l.contains("...") && !l.contains(&k[20..40]));
