@@ -21,27 +21,17 @@ source bench/lib.sh
 
 llmux_port=18553; sim_port=18554
 require_free_ports $llmux_port $sim_port
-LLMUX_LOG=warn "$1" sim --listen "127.0.0.1:$sim_port" >/dev/null 2>&1 &
-pids+=($!)
-# The streams' other measurements run too (llmux-bench streams makes them): their models are
-# fast here, and only 10 streams are opened at once.
+# The simulator answering deepseek/deepseek-v3.2 (the first-token samples) with 50 tokens at
+# once. llmux-bench streams also makes its other measurements: their models are fast here, and
+# only 10 streams are opened at once.
+start_sim_upstream "$1" $sim_port 50
 cat > "$work/llmux.toml" <<CONF
 [server]
 listen = "127.0.0.1:$llmux_port"
 database = "sqlite://$work/llmux.db"
 data_dir = "$work/data"
 ${EXTRA:-}
-
-[[providers]]
-slug = "sim"
-api = "openai"
-base_url = "http://127.0.0.1:$sim_port/v1"
-
-[[endpoints]]
-model = "deepseek/deepseek-v3.2"
-provider = "sim"
-upstream_model = "deepseek-v3.2+tokens=50"
-pricing = { prompt = "0.28", completion = "0.42" }
+$sim_config
 
 [[endpoints]]
 model = "z-ai/glm-5"
