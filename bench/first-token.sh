@@ -51,6 +51,7 @@ for round in $(seq "${ROUNDS:-3}"); do
     for b in "$@"; do
         LLMUX_LOG=warn "$b" serve --config "$work/llmux.toml" >/dev/null 2>>"$work/llmux.log" &
         pid=$!
+        pids+=($pid)
         wait_for_ports $llmux_port $sim_port
         stat=""
         if command -v perf >/dev/null; then
