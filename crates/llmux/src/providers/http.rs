@@ -1,5 +1,5 @@
-//! Talking HTTP to upstreams: one pooled client per provider (HTTP/1.1 keep-alive, HTTP/2
-//! where negotiated or configured), bounded bodies, and an SSE reader with an idle timeout.
+//! Talking HTTP to upstreams: pooled connections per provider and serving thread (HTTP/1.1
+//! keep-alive in `http1_pool`, HTTP/2 where negotiated or configured), bounded bodies, and an SSE reader with an idle timeout.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use llmux_protocol::sse::{SseDecoder, SseEvent};
 use parking_lot::Mutex;
 use rustls_platform_verifier::ConfigVerifierExt;
 
+use super::http1_pool::{Http1Pool, Lease};
 use super::{Adapter, UpstreamError, UpstreamErrorKind, UpstreamRequest};
 use crate::catalog::{Catalog, Provider};
 use crate::server::poll_before_sleep::AwaitingUpstream;
@@ -27,13 +28,24 @@ const MAX_ERROR_BYTES: usize = 64 << 10;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 type Client = hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
+
 /// An upstream's answer, its body still to be read.
 pub struct UpstreamResponse {
     inner: http::Response<Incoming>,
-    /// The request's place on a multiplexed connection, given back when the body is done.
-    slot: Option<Slot>,
+    /// The request's hold on its connection, given back when the body is done.
+    held: Held,
     /// Until the body is done, the serving thread's idle moments are waits for it.
     awaiting: AwaitingUpstream,
+}
+
+/// What a request holds of its connection until its answer's body is dropped, kept for what
+/// its `Drop` does (declared after the body wherever both are kept: the body goes first).
+#[allow(dead_code)]
+enum Held {
+    /// An HTTP/1.1 connection of llmux's own pool, handed back when dropped.
+    Lease(Lease),
+    /// A place on a multiplexed connection (HTTP/2), counted until dropped.
+    Slot(Slot),
 }
 
 /// Requests in flight on one HTTP/2 connection before another is opened. Servers cap the
@@ -43,7 +55,7 @@ pub struct UpstreamResponse {
 /// long streams open to one provider held the 201st until its first-token timeout).
 const STREAMS_PER_CONNECTION: usize = 100;
 
-/// hyper's pooled client, used directly: reqwest's layers (URL parsing, redirect policy,
+/// hyper's connections, used directly: reqwest's layers (URL parsing, redirect policy,
 /// default-header merging, boxed futures) were a twelfth of the gateway's CPU per request.
 ///
 /// Each serving thread has its own clients ([`crate::server::workers::current`]): a pooled
@@ -53,16 +65,20 @@ pub struct Upstream {
     shards: Vec<foldhash::HashMap<String, ProviderClients>>,
 }
 
-/// One provider's clients on one thread. Over HTTP/1.1 the first client's pool opens a
-/// connection per concurrent request. Where HTTP/2 may be spoken (TLS, which negotiates it,
-/// or prior knowledge), a client holds one multiplexed connection, so clients are added as
-/// the requests in flight grow, [`STREAMS_PER_CONNECTION`] each.
-struct ProviderClients {
-    first: Client,
-    multiplexed: Option<Multiplexed>,
+/// One provider's connections on one thread.
+enum ProviderClients {
+    /// Plain HTTP/1.1 (an `http://` URL without `http2_prior_knowledge`): llmux's own pool,
+    /// a connection per concurrent request.
+    Http1(Arc<Http1Pool>),
+    /// Where HTTP/2 may be spoken (TLS, which negotiates it, or prior knowledge): hyper-util's
+    /// client, which holds one multiplexed connection, so clients are added as the requests
+    /// in flight grow, [`STREAMS_PER_CONNECTION`] each. Over TLS without HTTP/2 its pool
+    /// opens a connection per concurrent request.
+    Multiplexed(Box<Multiplexed>),
 }
 
 struct Multiplexed {
+    first: Client,
     first_in_flight: Arc<AtomicUsize>,
     more: Mutex<Vec<(Client, Arc<AtomicUsize>)>>,
     tls: rustls::ClientConfig,
@@ -87,43 +103,46 @@ impl Drop for Slot {
 }
 
 impl ProviderClients {
-    fn new(p: &Provider, tls: &rustls::ClientConfig) -> ProviderClients {
-        let first = client_for(tls, p.connect_timeout, p.http2_prior_knowledge);
+    fn new(p: &Provider, tls: &rustls::ClientConfig) -> anyhow::Result<ProviderClients> {
         let tls_url = p
             .base_url
             .get(..6)
             .is_some_and(|s| s.eq_ignore_ascii_case("https:"));
-        let may_multiplex = p.http2_prior_knowledge || tls_url;
-        let multiplexed = may_multiplex.then(|| Multiplexed {
+        if !p.http2_prior_knowledge && !tls_url {
+            let pool = Http1Pool::new(&p.base_url, p.connect_timeout)?;
+            return Ok(ProviderClients::Http1(Arc::new(pool)));
+        }
+        Ok(ProviderClients::Multiplexed(Box::new(Multiplexed {
+            first: client_for(tls, p.connect_timeout, p.http2_prior_knowledge),
             first_in_flight: Arc::default(),
             more: Mutex::default(),
             tls: tls.clone(),
             connect_timeout: p.connect_timeout,
             http2_only: p.http2_prior_knowledge,
-        });
-        ProviderClients { first, multiplexed }
+        })))
     }
+}
 
+impl Multiplexed {
     /// A client with room for one more request.
-    fn pick(&self) -> (Cow<'_, Client>, Option<Slot>) {
-        let Some(m) = &self.multiplexed else {
-            return (Cow::Borrowed(&self.first), None);
-        };
-        if m.first_in_flight.load(Ordering::Relaxed) < STREAMS_PER_CONNECTION {
-            let slot = Slot::take(&m.first_in_flight);
-            return (Cow::Borrowed(&self.first), Some(slot));
+    fn pick(&self) -> (Cow<'_, Client>, Slot) {
+        if self.first_in_flight.load(Ordering::Relaxed) < STREAMS_PER_CONNECTION {
+            return (
+                Cow::Borrowed(&self.first),
+                Slot::take(&self.first_in_flight),
+            );
         }
-        let mut more = m.more.lock();
+        let mut more = self.more.lock();
         let free = more
             .iter()
             .position(|(_, n)| n.load(Ordering::Relaxed) < STREAMS_PER_CONNECTION);
         let i = free.unwrap_or_else(|| {
-            let client = client_for(&m.tls, m.connect_timeout, m.http2_only);
+            let client = client_for(&self.tls, self.connect_timeout, self.http2_only);
             more.push((client, Arc::default()));
             more.len() - 1
         });
         let (client, in_flight) = &more[i];
-        (Cow::Owned(client.clone()), Some(Slot::take(in_flight)))
+        (Cow::Owned(client.clone()), Slot::take(in_flight))
     }
 }
 
@@ -156,7 +175,7 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {
     }
 }
 
-fn describe(e: &dyn std::error::Error) -> String {
+pub(super) fn describe(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {
@@ -178,10 +197,10 @@ impl Upstream {
                 catalog
                     .providers()
                     .iter()
-                    .map(|p| (p.slug.clone(), ProviderClients::new(p, &tls)))
+                    .map(|p| Ok((p.slug.clone(), ProviderClients::new(p, &tls)?)))
                     .collect()
             })
-            .collect();
+            .collect::<anyhow::Result<_>>()?;
         Ok(Upstream { shards })
     }
 
@@ -198,20 +217,34 @@ impl Upstream {
             UpstreamError::new(UpstreamErrorKind::Connect, "provider has no client")
         })?;
         let awaiting = AwaitingUpstream::begin();
-        let (client, slot) = clients.pick();
         let mut request = http::Request::new(Full::new(req.body));
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = req.uri;
         *request.headers_mut() = req.headers;
-        let resp = client.request(request).await.map_err(|e| {
-            UpstreamError::new(
-                classify(&e),
-                format!("{} request failed: {}", provider.name, describe(&e)),
-            )
-        })?;
+        let (inner, held) = match clients {
+            ProviderClients::Http1(pool) => {
+                let (resp, lease) = pool.send(request).await.map_err(|e| {
+                    UpstreamError::new(
+                        e.kind,
+                        format!("{} request failed: {}", provider.name, e.message),
+                    )
+                })?;
+                (resp, Held::Lease(lease))
+            }
+            ProviderClients::Multiplexed(m) => {
+                let (client, slot) = m.pick();
+                let resp = client.request(request).await.map_err(|e| {
+                    UpstreamError::new(
+                        classify(&e),
+                        format!("{} request failed: {}", provider.name, describe(&e)),
+                    )
+                })?;
+                (resp, Held::Slot(slot))
+            }
+        };
         let resp = UpstreamResponse {
-            inner: resp,
-            slot,
+            inner,
+            held,
             awaiting,
         };
         let status = resp.inner.status();
@@ -249,7 +282,7 @@ async fn read_limited(
 ) -> Result<Bytes, UpstreamError> {
     let UpstreamResponse {
         inner,
-        slot: _slot,
+        held: _held,
         awaiting: _awaiting,
     } = resp;
     let mut body = inner.into_body();
@@ -287,7 +320,7 @@ type ByteStream = BodyDataStream<Incoming>;
 /// Reads SSE events from an upstream response, failing if it stays silent for `idle`.
 pub struct SseReader {
     bytes: ByteStream,
-    _slot: Option<Slot>,
+    _held: Held,
     _awaiting: AwaitingUpstream,
     decoder: SseDecoder,
     ready: std::collections::VecDeque<SseEvent>,
@@ -299,7 +332,7 @@ impl SseReader {
     pub fn new(resp: UpstreamResponse) -> Self {
         Self {
             bytes: resp.inner.into_body().into_data_stream(),
-            _slot: resp.slot,
+            _held: resp.held,
             _awaiting: resp.awaiting,
             decoder: SseDecoder::default(),
             ready: Default::default(),

@@ -10,6 +10,7 @@ mod anthropic;
 mod error;
 mod gemini;
 mod http;
+mod http1_pool;
 mod openai;
 
 use bytes::Bytes;
