@@ -39,6 +39,8 @@ pub(super) struct Http1Pool {
     /// The `Host` header of every request.
     host: http::HeaderValue,
     connect_timeout: Duration,
+    /// [`IDLE_TIMEOUT`] (shorter in tests).
+    idle_timeout: Duration,
     /// Most recently used last: the next request takes the warmest connection.
     idle: Mutex<VecDeque<Idle>>,
 }
@@ -97,6 +99,7 @@ impl Http1Pool {
             addr: format!("{host}:{port}"),
             host: http::HeaderValue::try_from(host_header)?,
             connect_timeout,
+            idle_timeout: IDLE_TIMEOUT,
             idle: Mutex::default(),
         })
     }
@@ -144,7 +147,7 @@ impl Http1Pool {
     fn take_idle(&self) -> Option<Sender> {
         let mut idle = self.idle.lock();
         while let Some(c) = idle.pop_back() {
-            if c.since.elapsed() >= IDLE_TIMEOUT {
+            if c.since.elapsed() >= self.idle_timeout {
                 idle.clear(); // the rest waited longer still
                 return None;
             }
@@ -160,7 +163,7 @@ impl Http1Pool {
         let mut idle = self.idle.lock();
         while idle
             .front()
-            .is_some_and(|c| now.duration_since(c.since) >= IDLE_TIMEOUT)
+            .is_some_and(|c| now.duration_since(c.since) >= self.idle_timeout)
         {
             idle.pop_front();
         }
@@ -347,6 +350,21 @@ mod tests {
             }
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 10);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_connection_idle_for_too_long_is_closed_not_reused() {
+        let (url, accepted) = server(OK, false).await;
+        let mut pool = Http1Pool::new(&url, Duration::from_secs(2)).unwrap();
+        pool.idle_timeout = Duration::from_millis(50);
+        let pool = Arc::new(pool);
+        send_and_read(&pool, &url).await.unwrap();
+        send_and_read(&pool, &url).await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        send_and_read(&pool, &url).await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(pool.idle.lock().len(), 1, "the stale one is gone");
     }
 
     /// An answer dropped before its end leaves its connection mid-answer: it is closed, never
