@@ -1,5 +1,6 @@
-//! Talking HTTP to upstreams: pooled connections per provider and serving thread (HTTP/1.1
-//! keep-alive in `http1_pool`, HTTP/2 where negotiated or configured), bounded bodies, and an SSE reader with an idle timeout.
+//! Talking HTTP to upstreams: pooled connections per provider and serving thread (plain
+//! HTTP/1.1 in `http1_pool`; TLS, and HTTP/2 where negotiated or configured, through
+//! hyper-util), bounded bodies, and an SSE reader with an idle timeout.
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -7,7 +7,7 @@
 //! request, which waits for the connection to be ready again. Here the key is known (one pool
 //! per provider), and a connection goes back when its answer is dropped: by then hyper's
 //! connection task has read the answer's end and is ready for the next request (a task waits
-//! for it only when it is not). `bench/instructions.sh`: see PERFORMANCE.md.
+//! for it only when it is not). The figures: PERFORMANCE.md, "What profiling found".
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -26,8 +26,9 @@ use super::UpstreamErrorKind;
 /// Idle connections kept per pool (per provider and serving thread); a connection handed back
 /// beyond that is closed.
 const MAX_IDLE: usize = 1024;
-/// A connection idle for longer is closed rather than reused: servers close theirs after 5 to
-/// 75 s of silence, and a request sent on a connection as it closes has to be sent again.
+/// A connection idle for longer is closed rather than reused (hyper-util's pool's setting, as
+/// llmux had it). Most servers close theirs sooner, after 5 to 75 s: a connection found closed
+/// is skipped, and a request that meets one as it closes goes out again on a new one.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 type Sender = SendRequest<Full<Bytes>>;
