@@ -10,7 +10,8 @@
 //! for it only when it is not). The figures: PERFORMANCE.md, "What profiling found".
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -44,6 +45,9 @@ pub(super) struct Http1Pool {
     idle_timeout: Duration,
     /// Most recently used last: the next request takes the warmest connection.
     idle: Mutex<VecDeque<Idle>>,
+    /// Whether a task is closing connections left idle past the timeout (one runs while any
+    /// connection is idle: some servers, Go's among them, never close theirs).
+    reaping: AtomicBool,
 }
 
 struct Idle {
@@ -102,6 +106,7 @@ impl Http1Pool {
             connect_timeout,
             idle_timeout: IDLE_TIMEOUT,
             idle: Mutex::default(),
+            reaping: AtomicBool::new(false),
         })
     }
 
@@ -159,18 +164,55 @@ impl Http1Pool {
         None
     }
 
-    fn put(&self, sender: Sender) {
+    fn put(self: &Arc<Self>, sender: Sender) {
         let now = Instant::now();
-        let mut idle = self.idle.lock();
+        {
+            let mut idle = self.idle.lock();
+            self.close_stale(&mut idle, now);
+            if idle.len() < MAX_IDLE {
+                idle.push_back(Idle { sender, since: now });
+            }
+        }
+        if !self.reaping.load(Ordering::Relaxed) && !self.reaping.swap(true, Ordering::Relaxed) {
+            self.start_reaper();
+        }
+    }
+
+    /// Drop the connections idle past the timeout (the oldest are first).
+    fn close_stale(&self, idle: &mut VecDeque<Idle>, now: Instant) {
         while idle
             .front()
             .is_some_and(|c| now.duration_since(c.since) >= self.idle_timeout)
         {
             idle.pop_front();
         }
-        if idle.len() < MAX_IDLE {
-            idle.push_back(Idle { sender, since: now });
-        }
+    }
+
+    /// A task on this thread closing the connections left idle past the timeout, every
+    /// timeout, until none is idle; the next connection handed back starts another. It holds
+    /// the pool weakly, so that it ends with it.
+    fn start_reaper(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.reaping.store(false, Ordering::Relaxed);
+            return;
+        };
+        let pool: Weak<Http1Pool> = Arc::downgrade(self);
+        let period = self.idle_timeout;
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(pool) = pool.upgrade() else {
+                    return;
+                };
+                let mut idle = pool.idle.lock();
+                pool.close_stale(&mut idle, Instant::now());
+                if idle.is_empty() {
+                    // Under the lock: a connection handed back after this starts a new task.
+                    pool.reaping.store(false, Ordering::Relaxed);
+                    return;
+                }
+            }
+        });
     }
 
     async fn connect(&self) -> Result<Sender, PoolError> {
@@ -235,7 +277,7 @@ impl Drop for Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -366,6 +408,25 @@ mod tests {
         send_and_read(&pool, &url).await.unwrap();
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
         assert_eq!(pool.idle.lock().len(), 1, "the stale one is gone");
+    }
+
+    /// With no more requests, a connection idle past the timeout is still closed (by the
+    /// pool's reaper), and the reaper ends when nothing is left idle.
+    #[tokio::test(flavor = "current_thread")]
+    async fn idle_connections_are_closed_without_further_requests() {
+        let (url, _) = server(OK, false).await;
+        let mut pool = Http1Pool::new(&url, Duration::from_secs(2)).unwrap();
+        pool.idle_timeout = Duration::from_millis(50);
+        let pool = Arc::new(pool);
+        send_and_read(&pool, &url).await.unwrap();
+        assert_eq!(pool.idle.lock().len(), 1);
+        assert!(pool.reaping.load(Ordering::Relaxed));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(pool.idle.lock().is_empty());
+        assert!(!pool.reaping.load(Ordering::Relaxed), "the reaper ended");
+        // A connection handed back later starts another.
+        send_and_read(&pool, &url).await.unwrap();
+        assert!(pool.reaping.load(Ordering::Relaxed));
     }
 
     /// An answer dropped before its end leaves its connection mid-answer: it is closed, never
