@@ -96,9 +96,9 @@ impl Http1Pool {
         // `host()` keeps an IPv6 address's brackets, as `host:port` needs them.
         let host = authority.host();
         let port = authority.port_u16().unwrap_or(80);
-        let host_header = match authority.port_u16() {
-            Some(p) if p != 80 => format!("{host}:{p}"),
-            _ => host.to_string(),
+        let host_header = match port {
+            80 => host.to_string(),
+            p => format!("{host}:{p}"),
         };
         Ok(Http1Pool {
             addr: format!("{host}:{port}"),
@@ -167,8 +167,8 @@ impl Http1Pool {
     fn put(self: &Arc<Self>, sender: Sender) {
         let now = Instant::now();
         {
+            // Connections left idle too long are the reaper's to close, not each request's.
             let mut idle = self.idle.lock();
-            self.close_stale(&mut idle, now);
             if idle.len() < MAX_IDLE {
                 idle.push_back(Idle { sender, since: now });
             }
