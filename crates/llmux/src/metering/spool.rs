@@ -148,25 +148,20 @@ impl Spool {
     }
 
     /// Append a record; returns the segment it went to (to report back once written).
+    #[cfg(test)]
     pub fn append(&self, r: &GenerationRecord) -> std::io::Result<u64> {
-        thread_local! {
-            static FRAME: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
+        with_frame(r, |frame| self.append_frame(frame))?
+    }
+
+    /// Append a record encoded by [`with_frame`]; returns the segment it went to.
+    pub fn append_frame(&self, frame: &[u8]) -> std::io::Result<u64> {
+        if frame.len() > SEGMENT_BYTES {
+            return Err(std::io::Error::other(format!(
+                "a record of {} bytes does not fit in a spool segment",
+                frame.len()
+            )));
         }
-        FRAME.with_borrow_mut(|frame| {
-            encode_frame(r, frame)?;
-            if frame.len() > SEGMENT_BYTES {
-                return Err(std::io::Error::other(format!(
-                    "a record of {} bytes does not fit in a spool segment",
-                    frame.len()
-                )));
-            }
-            let put = self.put(frame, frame.len());
-            // A rare huge record (a long upstream error) does not stay allocated per thread.
-            if frame.capacity() > 64 * 1024 {
-                *frame = Vec::with_capacity(1024);
-            }
-            put
-        })
+        self.put(frame, frame.len())
     }
 
     /// Reserve room for `frame` in the current segment (rotating when it is full or
@@ -382,6 +377,32 @@ impl FileWork {
     }
 }
 
+/// `f` given `r` encoded as one frame, in this thread's buffer (no allocation once it has grown
+/// to the records' size).
+pub fn with_frame<T>(r: &GenerationRecord, f: impl FnOnce(&[u8]) -> T) -> std::io::Result<T> {
+    thread_local! {
+        static FRAME: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
+    }
+    FRAME.with_borrow_mut(|frame| {
+        encode_frame(r, frame)?;
+        let out = f(frame);
+        // A rare huge record (a long upstream error) does not stay allocated per thread.
+        if frame.capacity() > 64 * 1024 {
+            *frame = Vec::with_capacity(1024);
+        }
+        Ok(out)
+    })
+}
+
+/// A frame's record, without the header (what [`decode_payload`] reads).
+pub fn payload(frame: &[u8]) -> &[u8] {
+    &frame[FRAME_HEADER..]
+}
+
+pub fn decode_payload(payload: &[u8]) -> Result<GenerationRecord, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(payload)
+}
+
 /// `r` as one frame, in `frame` (cleared first).
 fn encode_frame(r: &GenerationRecord, frame: &mut Vec<u8>) -> std::io::Result<()> {
     frame.clear();
@@ -421,7 +442,7 @@ pub fn read_segment(path: &Path) -> anyhow::Result<Vec<GenerationRecord>> {
             tracing::warn!("{}: skipping a spool record cut short", path.display());
             continue;
         }
-        match rmp_serde::from_slice::<GenerationRecord>(payload) {
+        match decode_payload(payload) {
             Ok(r) => out.push(r),
             Err(e) => tracing::warn!(
                 "{}: skipping an unreadable spool record: {e}",
@@ -566,6 +587,16 @@ mod tests {
         let (_, left) = Spool::open(dir.path()).unwrap();
         let ids = ids_in(&left[0]);
         assert_eq!(ids, ["gen-a", "gen-c"]);
+    }
+
+    #[test]
+    fn records_queued_encoded_read_back_whole() {
+        // What the meter sends its writer: the frame's payload, read back by the writer.
+        let (sparse, full) = super::super::record::sparse_and_full();
+        for r in [sparse, full] {
+            let payload = with_frame(&r, |frame| payload(frame).to_vec()).unwrap();
+            assert_eq!(decode_payload(&payload).unwrap(), r);
+        }
     }
 
     #[test]
