@@ -77,6 +77,8 @@ pub struct MeteringSection {
     /// Days raw generation records are kept (default: forever). Rollups, and so rankings and
     /// activity, keep their history; PostgreSQL drops whole monthly partitions.
     pub retention_days: Option<u32>,
+    /// Run the writer in the idle scheduling class while it keeps up (Linux; default true).
+    pub writer_idle_class: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

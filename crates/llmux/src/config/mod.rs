@@ -81,6 +81,8 @@ pub struct MeteringSettings {
     pub spool: bool,
     /// Days raw records are kept (None: forever).
     pub retention_days: Option<u32>,
+    /// The writer in the idle scheduling class while it keeps up (`metering::priority`).
+    pub writer_idle_class: bool,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -146,6 +148,7 @@ impl Config {
             max_pending: m.max_pending.unwrap_or(200_000).max(1),
             spool: m.spool.unwrap_or(true),
             retention_days: m.retention_days,
+            writer_idle_class: m.writer_idle_class.unwrap_or(true),
         };
         if metering.flush_interval.is_zero() {
             bail!("metering.flush_interval_ms must be positive");

@@ -8,6 +8,7 @@
 //! the next start writes what the spool still holds.
 
 pub mod estimate;
+pub mod priority;
 mod record;
 pub mod rollup;
 pub mod spool;
@@ -55,6 +56,7 @@ pub struct Meter {
     batch_size: usize,
     metrics: Arc<crate::metrics::Metrics>,
     spool: Option<Arc<spool::Spool>>,
+    priority: Arc<priority::WriterPriority>,
 }
 
 impl Meter {
@@ -70,6 +72,7 @@ impl Meter {
     ) -> (Meter, oneshot::Receiver<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(MeterStats::default());
+        let priority = Arc::new(priority::WriterPriority::new(settings.writer_idle_class));
         let writer = Writer {
             store,
             rx,
@@ -80,6 +83,7 @@ impl Meter {
             privacy,
             spool: spool.clone(),
             conn: None,
+            priority: priority.clone(),
         };
         // A thread and runtime of its own: on SQLite, the writer's calls into the database run
         // where they are made, and block (see `storage::writer`). The receiver resolves once
@@ -106,6 +110,7 @@ impl Meter {
                 batch_size: settings.batch_size,
                 metrics,
                 spool,
+                priority,
             },
             handle,
         )
@@ -151,8 +156,14 @@ impl Meter {
         if self.tx.send(msg).is_err() {
             self.stats.pending.fetch_sub(1, Ordering::Relaxed);
             tracing::error!("metering writer has stopped; a generation record could not be queued");
-        } else if pending.is_multiple_of(self.batch_size) {
-            self.stats.wake.notify_one();
+        } else {
+            if pending.is_multiple_of(self.batch_size) {
+                self.stats.wake.notify_one();
+            }
+            // Two batches waiting: the writer is behind (an atomic load when it is not idle).
+            if pending >= 2 * self.batch_size {
+                self.priority.writer_behind();
+            }
         }
     }
 
@@ -193,6 +204,8 @@ struct Writer {
     spool: Option<Arc<spool::Spool>>,
     /// The connection batches are written on (see [`Writer::write`]).
     conn: Option<crate::storage::WriterConnection>,
+    /// Its scheduling class ([`priority`]).
+    priority: Arc<priority::WriterPriority>,
 }
 
 impl Writer {
@@ -200,6 +213,7 @@ impl Writer {
     /// thread per request): it wakes every interval, or at once when a batch is full or a
     /// flush is asked for, and takes what is queued.
     async fn run(mut self) {
+        self.priority.register_writer();
         let mut batch: Vec<GenerationRecord> = Vec::with_capacity(self.batch_size);
         let mut segments: Vec<Option<u64>> = Vec::with_capacity(self.batch_size);
         let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
@@ -258,6 +272,12 @@ impl Writer {
                 }
             }
             // A flush's records were queued before it, so they are in this batch or earlier.
+            // The idle class unless a whole batch more is waiting behind this one.
+            let behind = stats
+                .pending
+                .load(Ordering::Relaxed)
+                .saturating_sub(batch.len());
+            self.priority.writer_keeping_up(behind < self.batch_size);
             self.write(&mut batch, &mut segments).await;
             for w in waiters.drain(..) {
                 let _ = w.send(());

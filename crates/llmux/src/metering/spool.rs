@@ -95,10 +95,11 @@ fn allocate(file: &File) -> std::io::Result<()> {
 
 #[allow(unsafe_code)]
 fn map(file: &File) -> std::io::Result<MmapMut> {
-    // SAFETY (one of the crate's two `unsafe`s, with `server::poll_before_sleep`'s): a mapped file must not be truncated or changed
-    // by anyone else while mapped. Segments are created here, appended to only through this
-    // mapping, and the spool's lock file keeps other llmux processes out of the directory; a
-    // segment is unmapped before it is cut to its records or deleted.
+    // SAFETY (one of the crate's three `unsafe`s; see the workspace's lints): a mapped file
+    // must not be truncated or changed by anyone else while mapped. Segments are created
+    // here, appended to only through this mapping, and the spool's lock file keeps other
+    // llmux processes out of the directory; a segment is unmapped before it is cut to its
+    // records or deleted.
     unsafe { MmapMut::map_mut(file) }
 }
 

@@ -140,7 +140,7 @@ impl Watch {
 fn watch(epoll: i32, budget: Duration) -> bool {
     use rustix::event::{PollFd, PollFlags, poll};
     use std::os::fd::BorrowedFd;
-    // SAFETY (one of the crate's two `unsafe`s, with the spool's mapping): `epoll` is the
+    // SAFETY (one of the crate's three `unsafe`s; see the workspace's lints): `epoll` is the
     // epoll instance of the runtime whose park hook this is, found on this thread once that
     // runtime ran; the hook runs only while that runtime is alive and about to wait on it, so
     // the descriptor is open and is not closed while borrowed here.
