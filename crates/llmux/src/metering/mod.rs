@@ -179,6 +179,7 @@ impl Meter {
     /// start to write.
     pub fn stop(&self) {
         if self.tx.send(Msg::Stop).is_ok() {
+            self.priority.writer_behind();
             self.stats.wake.notify_one();
         }
     }
@@ -187,6 +188,9 @@ impl Meter {
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Flush(tx)).is_ok() {
+            // Someone waits for it: in the normal class, the writer is not left for whatever
+            // else wants the cores (back to the idle class after, if it keeps up).
+            self.priority.writer_behind();
             self.stats.wake.notify_one();
             let _ = rx.await;
         }
@@ -272,12 +276,14 @@ impl Writer {
                 }
             }
             // A flush's records were queued before it, so they are in this batch or earlier.
-            // The idle class unless a whole batch more is waiting behind this one.
+            // The idle class unless a whole batch more is waiting behind this one, or someone
+            // waits for this one (a flush, the last batch before stopping).
             let behind = stats
                 .pending
                 .load(Ordering::Relaxed)
                 .saturating_sub(batch.len());
-            self.priority.writer_keeping_up(behind < self.batch_size);
+            self.priority
+                .writer_keeping_up(behind < self.batch_size && waiters.is_empty() && open);
             self.write(&mut batch, &mut segments).await;
             for w in waiters.drain(..) {
                 let _ = w.send(());

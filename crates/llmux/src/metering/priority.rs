@@ -9,8 +9,9 @@
 //! when nothing else wants the core, and anything woken there takes the core at once; a
 //! lower nice value alone did not do it. But under sustained load nothing leaves a core free,
 //! and an idle-class writer would fall behind for good: so a serving thread that finds two
-//! batches queued puts the writer back in the normal class (never waiting for it), and the
-//! writer goes idle again once less than a batch waits behind the one it takes.
+//! batches queued puts the writer back in the normal class (never waiting for it), as does a
+//! flush someone waits for (`GET /generation`) and shutdown, and the writer goes idle again
+//! once less than a batch waits behind the one it takes.
 //!
 //! Leaving `SCHED_IDLE` needs `CAP_SYS_NICE` or an `RLIMIT_NICE` of 20; a writer that could
 //! not leave it is never put there ([`WriterPriority::new`] tries the round trip on a thread of
@@ -61,8 +62,9 @@ impl WriterPriority {
         self.switch(tid, keeping_up);
     }
 
-    /// A serving thread that found the writer behind: back to the normal class, unless
-    /// another thread is switching it right now (the next record tries again).
+    /// A serving thread that found the writer behind, or someone waiting for it: back to the
+    /// normal class, unless another thread is switching it right now (the next record tries
+    /// again; the writer itself decides again at its next batch).
     pub fn writer_behind(&self) {
         let tid = self.tid.load(Ordering::Relaxed);
         if tid == 0 || !self.idle.load(Ordering::Relaxed) {
