@@ -38,15 +38,7 @@ require_free_ports $static_port $proxy_port $llmux_port $sim_port
 # front of it. In one process, a proxied request's upstream half would often be served by the
 # same worker, without the wake-up of another process that llmux's requests pay.
 start_static_upstream $static_port static
-start_nginx proxy "upstream static { server 127.0.0.1:$static_port; keepalive 256; }
-    server {
-        listen 127.0.0.1:$proxy_port;
-        location / {
-            proxy_pass http://static;
-            proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
-        }
-    }"
+start_proxy_nginx $proxy_port $static_port
 
 # llmux in front of the same upstream (and of the simulated provider, for streams).
 cat > "$work/llmux.toml" <<CONF

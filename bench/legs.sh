@@ -27,15 +27,7 @@ source bench/lib.sh
 static_port=18561; proxy_port=18562; llmux_port=18563
 require_free_ports $static_port $proxy_port $llmux_port
 start_static_upstream $static_port static
-start_nginx proxy "upstream static { server 127.0.0.1:$static_port; keepalive 256; }
-    server {
-        listen 127.0.0.1:$proxy_port;
-        location / {
-            proxy_pass http://static;
-            proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
-        }
-    }"
+start_proxy_nginx $proxy_port $static_port
 static_llmux_config "$work/llmux.toml" $llmux_port "sqlite://$work/llmux.db" "$work/data" $static_port
 key=$(create_key "$llmux" legs "$work/llmux.toml")
 LLMUX_LOG=warn "$llmux" serve --config "$work/llmux.toml" >/dev/null 2>"$work/llmux.log" &

@@ -64,6 +64,20 @@ start_static_upstream() { # port name [worker_processes]
     }" "${3:-auto}"
 }
 
+# nginx as a reverse proxy on 127.0.0.1:PORT in front of the upstream on UPSTREAM_PORT (kept
+# alive), from $work/proxy, its master's id in proxy_master.
+start_proxy_nginx() { # port upstream_port
+    start_nginx proxy "upstream static { server 127.0.0.1:$2; keepalive 256; }
+    server {
+        listen 127.0.0.1:$1;
+        location / {
+            proxy_pass http://static;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+    }"
+}
+
 # A new key's secret, made by llmux BIN with CONFIG; fails (so the script stops) without one.
 create_key() { # bin name config
     local key
