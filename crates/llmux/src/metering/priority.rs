@@ -2,10 +2,10 @@
 //! class as soon as it falls behind.
 //!
 //! Why: the writer works in bursts (a batch of up to a thousand records, some milliseconds of
-//! CPU). On a small machine such a burst took the core the client, the upstream or a serving
-//! thread was about to be woken on, and they waited for the scheduler's next tick: at one
-//! connection, 5% of llmux's requests took 0.25-3 ms where nginx's took under 0.1 ms; with the
-//! writer idle, llmux's tail was nginx's (PERFORMANCE.md). A `SCHED_IDLE` thread runs only
+//! CPU). On a small machine requests waited behind such bursts, most likely on the core the
+//! client, the upstream or a serving thread was to run on next: at one connection, 5% of
+//! llmux's requests took 0.25-3 ms where nginx's took under 0.1 ms; with the writer kept from
+//! running, llmux's tail was nginx's (PERFORMANCE.md). A `SCHED_IDLE` thread runs only
 //! when nothing else wants the core, and anything woken there takes the core at once; a
 //! lower nice value alone did not do it. But under sustained load nothing leaves a core free,
 //! and an idle-class writer would fall behind for good: so a serving thread that finds two
