@@ -351,6 +351,13 @@ mod tests {
         Arc::new(Http1Pool::new(url, Duration::from_secs(2)).unwrap())
     }
 
+    /// A pool whose connections go stale after `idle_timeout`.
+    fn pool_idle_for(url: &str, idle_timeout: Duration) -> Arc<Http1Pool> {
+        let mut pool = Http1Pool::new(url, Duration::from_secs(2)).unwrap();
+        pool.idle_timeout = idle_timeout;
+        Arc::new(pool)
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn requests_one_after_another_share_one_connection() {
         let (url, accepted) = server(OK, false).await;
@@ -398,9 +405,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_connection_idle_for_too_long_is_closed_not_reused() {
         let (url, accepted) = server(OK, false).await;
-        let mut pool = Http1Pool::new(&url, Duration::from_secs(2)).unwrap();
-        pool.idle_timeout = Duration::from_millis(50);
-        let pool = Arc::new(pool);
+        let pool = pool_idle_for(&url, Duration::from_millis(50));
         send_and_read(&pool, &url).await.unwrap();
         send_and_read(&pool, &url).await.unwrap();
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -415,9 +420,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn idle_connections_are_closed_without_further_requests() {
         let (url, _) = server(OK, false).await;
-        let mut pool = Http1Pool::new(&url, Duration::from_secs(2)).unwrap();
-        pool.idle_timeout = Duration::from_millis(50);
-        let pool = Arc::new(pool);
+        let pool = pool_idle_for(&url, Duration::from_millis(50));
         send_and_read(&pool, &url).await.unwrap();
         assert_eq!(pool.idle.lock().len(), 1);
         assert!(pool.reaping.load(Ordering::Relaxed));
