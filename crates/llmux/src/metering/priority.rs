@@ -76,7 +76,8 @@ impl WriterPriority {
     }
 
     /// Whether the writer is in the idle class now.
-    pub fn writer_idle(&self) -> bool {
+    #[cfg(test)]
+    fn writer_idle(&self) -> bool {
         self.idle.load(Ordering::Relaxed)
     }
 
